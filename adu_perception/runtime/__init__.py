@@ -1,0 +1,1 @@
+"""Torch-free inference runtime shared by the ROS 2 node and `adu replay`."""

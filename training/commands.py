@@ -1,0 +1,144 @@
+"""CLI for the training stage: `adu train`, `adu evaluate`, `adu benchmark unlearning`.
+
+Light module: torch and open_clip are imported only when a command runs.
+"""
+import argparse
+
+from .config import METHODS, TrainConfig
+
+DEFAULTS = TrainConfig()
+
+
+def _csv(value: str):
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("frozen CLIP (a built-in open_clip name, or a JSON config + local checkpoint)")
+    group.add_argument("--clip", help="open_clip model name, e.g. ViT-B-16 (default with "
+                       "--model-config: the JSON file's stem)")
+    group.add_argument("--pretrained", help="pretrained tag (e.g. openai, needs internet) or a "
+                       "local checkpoint file, e.g. ../shared/models/proxy-clip/proxy-vit-tiny-96.pt")
+    group.add_argument("--model-config", help="open_clip model config JSON for a local model, "
+                       "e.g. ../shared/models/proxy-clip/proxy-vit-tiny-96.json")
+    group.add_argument("--checkpoint", dest="pretrained_file", help="alias of --pretrained for a local file")
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data (<root>/<domain>/<class>/* image folders)")
+    group.add_argument("--data", required=True, help="dataset root, e.g. ../shared/data/pacs")
+    group.add_argument("--split-file", help="file of 'domain/class/file<TAB>split' lines restricting "
+                       "which images may be used (e.g. the proxy's splits.txt)")
+    group.add_argument("--split", default=DEFAULTS.split, help="split name to use from --split-file "
+                       "(default: %(default)s)")
+    group.add_argument("--shots", type=int, default=DEFAULTS.shots,
+                       help="training images per (class, domain); the rest is the test set (default: %(default)s)")
+    group.add_argument("--seed", type=int, default=DEFAULTS.seed, help="seed for sampling, "
+                       "initialisation and augmentation (default: %(default)s)")
+    group.add_argument("--workers", type=int, default=DEFAULTS.workers,
+                       help="image decoding threads (default: %(default)s)")
+
+
+def add_method_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("method and optimisation (defaults: the paper's)")
+    group.add_argument("--prompt-tokens", type=int, default=DEFAULTS.prompt_tokens,
+                       help="visual prompt tokens per layer (default: %(default)s)")
+    group.add_argument("--prompt-depth", type=int, default=DEFAULTS.prompt_depth,
+                       help="prompted blocks from the first, clipped to the encoder depth (default: %(default)s)")
+    group.add_argument("--instapg-layer", type=int, help="1-based block whose prompts InstaPG "
+                       "generates (default: the last prompted block)")
+    group.add_argument("--gamma", type=float, default=DEFAULTS.gamma,
+                       help="weight of the domain classifier's cross-entropy (default: %(default)s)")
+    group.add_argument("--lambda", dest="lam", type=float, default=DEFAULTS.lam,
+                       help="weight of the maximised MMD^2 (default: %(default)s)")
+    group.add_argument("--template", default=DEFAULTS.template,
+                       help="fixed text prompt for the class embeddings (default: %(default)r)")
+    group.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="default: %(default)s")
+    group.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="default: %(default)s")
+    group.add_argument("--lr", type=float, default=DEFAULTS.lr, help="SGD learning rate, cosine "
+                       "schedule (default: %(default)s)")
+    group.add_argument("--warmup-epochs", type=int, default=DEFAULTS.warmup_epochs,
+                       help="epochs at --warmup-lr before the cosine schedule (default: %(default)s)")
+    group.add_argument("--warmup-lr", type=float, default=DEFAULTS.warmup_lr, help="default: %(default)s")
+    group.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay, help="default: %(default)s")
+    group.add_argument("--device", default=DEFAULTS.device,
+                       help="auto (CUDA with AMP if present, else CPU), cpu, cuda, cuda:1 ... (default: %(default)s)")
+
+
+def config_from_args(args, **overrides) -> TrainConfig:
+    fields = TrainConfig.__dataclass_fields__
+    values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    if getattr(args, "pretrained_file", None):
+        values["pretrained"] = args.pretrained_file
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def train_command(args) -> int:
+    from .pipeline import train_and_evaluate
+
+    config = config_from_args(args, forget=_csv(args.forget), memorize=_csv(args.memorize or ""))
+    train_and_evaluate(config, args.out, resume=args.resume)
+    print(open(f"{args.out}/metrics.md").read())
+    return 0
+
+
+def evaluate_command(args) -> int:
+    from pathlib import Path
+
+    from .pipeline import evaluate_run
+
+    evaluate_run(args.run, args.data)
+    print((Path(args.run) / "metrics.md").read_text())
+    return 0
+
+
+def benchmark_unlearning_command(args) -> int:
+    from .benchmark import results_table, run_unlearning_benchmark, write_report
+
+    config = config_from_args(args, forget=["-"])
+    sizes = [int(v) for v in _csv(args.forget_sizes)]
+    report = run_unlearning_benchmark(config, _csv(args.methods), sizes, args.work_dir)
+    write_report(report, args.out)
+    print(results_table(report))
+    print(f"\n{report['setup']['seconds']:.0f} s; JSON written to {args.out}")
+    return 0
+
+
+def register(subparsers) -> None:
+    train = subparsers.add_parser("train", help="train ADU prompts on a frozen CLIP and evaluate Mem/For/H",
+                                  description="Few-shot ADU training on multi-domain image folders; "
+                                  "writes OUT/checkpoint.pt, metrics.json/.md and PNG plots.")
+    add_data_arguments(train)
+    add_model_arguments(train)
+    add_method_arguments(train)
+    train.add_argument("--method", default=DEFAULTS.method, choices=list(METHODS),
+                       help="zeroshot | baseline (prompts + L_mem + L_forget) | instapg | ddl | "
+                       "adu (DDL + InstaPG) (default: %(default)s)")
+    train.add_argument("--forget", required=True, help="comma-separated domains to forget, e.g. sketch,cartoon")
+    train.add_argument("--memorize", help="comma-separated domains to keep (default: all others)")
+    train.add_argument("--out", required=True, help="run folder to write")
+    train.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    train.set_defaults(func=train_command)
+
+    evaluate = subparsers.add_parser("evaluate", help="re-evaluate a finished run on its test split",
+                                     description="Recompute Mem/For/H, per-domain accuracy, reports and plots.")
+    evaluate.add_argument("--run", required=True, help="run folder written by `adu train`")
+    evaluate.add_argument("--data", help="dataset root if it moved since training")
+    evaluate.set_defaults(func=evaluate_command)
+
+
+def register_benchmarks(subparsers) -> None:
+    bench = subparsers.add_parser("unlearning", help="Mem/For/H of several methods over all forget combinations",
+                                  description="Runs the ADU protocol: every combination of forgotten "
+                                  "domains for each |D_forget| size, each method; prints a table, writes JSON.")
+    add_data_arguments(bench)
+    add_model_arguments(bench)
+    add_method_arguments(bench)
+    bench.add_argument("--forget-sizes", default="1", help="comma-separated |D_forget| sizes (default: %(default)s)")
+    bench.add_argument("--methods", default="zeroshot,baseline,instapg,ddl,adu",
+                       help="comma-separated methods (default: %(default)s)")
+    bench.add_argument("--out", default="runs/benchmark_unlearning.json", help="JSON report (default: %(default)s)")
+    bench.add_argument("--work-dir", default="runs/benchmark_unlearning",
+                       help="folder for per-run checkpoints (default: %(default)s)")
+    bench.set_defaults(func=benchmark_unlearning_command)

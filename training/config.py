@@ -1,0 +1,73 @@
+"""Training configuration and the methods compared in the paper's ablation."""
+from dataclasses import asdict, dataclass, field
+from typing import List, Optional
+
+# name -> (visual prompts, InstaPG, Domain Disentangling Loss). `zeroshot` trains nothing.
+METHODS = {
+    "zeroshot": (False, False, False),
+    "baseline": (True, False, False),
+    "instapg": (True, True, False),
+    "ddl": (True, False, True),
+    "adu": (True, True, True),
+}
+
+
+@dataclass
+class TrainConfig:
+    # data
+    data: str = ""
+    split_file: Optional[str] = None
+    split: str = "downstream"
+    forget: List[str] = field(default_factory=list)     # forgotten domains
+    memorize: List[str] = field(default_factory=list)   # default: every other domain
+    shots: int = 8
+    seed: int = 0
+    # frozen CLIP
+    clip: Optional[str] = None
+    pretrained: Optional[str] = None
+    model_config: Optional[str] = None
+    template: str = "a photo of a {}."
+    # method
+    method: str = "adu"
+    prompt_tokens: int = 8
+    prompt_depth: int = 9        # clipped to the encoder's block count
+    instapg_layer: Optional[int] = None  # 1-based; default: the last prompted block
+    gamma: float = 30.0
+    lam: float = 10.0
+    # optimisation (the paper's set-up)
+    epochs: int = 50
+    batch_size: int = 32
+    lr: float = 0.0025
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 1
+    warmup_lr: float = 1e-5
+    device: str = "auto"
+    workers: int = 2
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
+        if not self.forget:
+            raise ValueError("name at least one domain to forget (--forget)")
+        if self.shots < 1:
+            raise ValueError("--shots must be at least 1")
+        if self.prompt_tokens < 1:
+            raise ValueError("--prompt-tokens must be at least 1")
+        if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("epochs must be >= 0, batch size >= 1 and lr > 0")
+
+    @property
+    def uses_prompts(self) -> bool:
+        return METHODS[self.method][0]
+
+    @property
+    def uses_instapg(self) -> bool:
+        return METHODS[self.method][1]
+
+    @property
+    def uses_ddl(self) -> bool:
+        return METHODS[self.method][2]
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,163 @@
+"""Multi-domain image folders `<root>/<domain>/<class>/*`, split files, few-shot sampling
+and image loading (OpenCV, the same resize + center crop the node uses)."""
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+class DataError(ValueError):
+    """The dataset folder, split file or domain selection cannot be used."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: str          # relative to the dataset root: domain/class/file
+    class_index: int
+    domain_index: int
+
+
+@dataclass
+class MultiDomainDataset:
+    root: Path
+    domains: List[str]
+    classes: List[str]
+    samples: List[Sample]
+
+    @classmethod
+    def scan(cls, root, split_file: Optional[str] = None, split: str = "downstream"):
+        root = Path(root)
+        if not root.is_dir():
+            raise DataError(f"dataset folder not found: {root}")
+        allowed = read_split_file(split_file, split) if split_file else None
+        domains = sorted(p.name for p in root.iterdir() if p.is_dir())
+        if not domains:
+            raise DataError(f"no domain folders in {root} (expected <root>/<domain>/<class>/*)")
+        classes = sorted({c.name for d in domains for c in (root / d).iterdir() if c.is_dir()})
+        samples = []
+        for domain_index, domain in enumerate(domains):
+            count = 0
+            for class_index, name in enumerate(classes):
+                folder = root / domain / name
+                if not folder.is_dir():
+                    continue
+                for file in sorted(folder.iterdir()):
+                    relative = f"{domain}/{name}/{file.name}"
+                    if file.suffix.lower() not in IMAGE_SUFFIXES:
+                        continue
+                    if allowed is not None and relative not in allowed:
+                        continue
+                    samples.append(Sample(relative, class_index, domain_index))
+                    count += 1
+            if count == 0:
+                where = f" in split {split!r}" if allowed is not None else ""
+                raise DataError(f"domain folder {root / domain} has no images{where}")
+        return cls(root, domains, classes, samples)
+
+    def domain_indices(self, names: Sequence[str]) -> List[int]:
+        unknown = [n for n in names if n not in self.domains]
+        if unknown:
+            raise DataError(f"unknown domain(s) {', '.join(unknown)}; this dataset has "
+                            f"{', '.join(self.domains)}")
+        return [self.domains.index(n) for n in names]
+
+
+def read_split_file(path, split: str) -> set:
+    """Lines `domain/class/file<TAB>split`; returns the files of the wanted split."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"split file not found: {path}")
+    chosen = set()
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) != 2:
+            raise DataError(f"{path}:{number}: expected 'domain/class/file<TAB>split'")
+        if parts[1].strip() == split:
+            chosen.add(parts[0].strip())
+    if not chosen:
+        raise DataError(f"split file {path} lists no images for split {split!r}")
+    return chosen
+
+
+def resolve_domains(dataset: MultiDomainDataset, forget: Sequence[str],
+                    memorize: Sequence[str] = ()) -> Tuple[List[str], List[str]]:
+    """Validate the forget/memorize choice; memorize defaults to every other domain."""
+    dataset.domain_indices(forget)
+    memorize = list(memorize) or [d for d in dataset.domains if d not in forget]
+    dataset.domain_indices(memorize)
+    if not memorize:
+        raise DataError(f"cannot forget every domain ({', '.join(forget)}): "
+                        f"at least one domain must be memorized")
+    overlap = set(forget) & set(memorize)
+    if overlap:
+        raise DataError(f"domain(s) {', '.join(sorted(overlap))} cannot be both forgotten and memorized")
+    return list(forget), memorize
+
+
+def few_shot_split(samples: Sequence[Sample], shots: int, seed: int):
+    """k images per (class, domain) for training, seeded; the rest are held out for testing."""
+    groups: Dict[Tuple[int, int], List[Sample]] = {}
+    for sample in samples:
+        groups.setdefault((sample.class_index, sample.domain_index), []).append(sample)
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for key in sorted(groups):
+        group = sorted(groups[key], key=lambda s: s.path)
+        chosen = set(rng.choice(len(group), size=min(shots, len(group)), replace=False).tolist())
+        for index, sample in enumerate(group):
+            (train if index in chosen else test).append(sample)
+    return train, test
+
+
+def resize_center_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize the shorter side to `size` (bicubic), then center crop size x size."""
+    height, width = image.shape[:2]
+    scale = size / min(height, width)
+    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+    image = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
+    top, left = (new_h - size) // 2, (new_w - size) // 2
+    return image[top:top + size, left:left + size]
+
+
+def read_rgb(path) -> Optional[np.ndarray]:
+    """RGB uint8 image, or None if the file is missing, corrupt or not an image."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None or image.size == 0:
+        return None
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def load_images(root, samples: Sequence[Sample], size: int, workers: int = 2,
+                desc: Optional[str] = None):
+    """Decode, resize and crop every sample: (uint8 [N, size, size, 3], kept samples, skipped).
+
+    Unreadable images are skipped and counted, never a crash mid-epoch.
+    """
+    root = Path(root)
+
+    def load(sample):
+        image = read_rgb(root / sample.path)
+        return None if image is None else resize_center_crop(image, size)
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:  # OpenCV decodes without the GIL
+        images = list(tqdm(pool.map(load, samples), total=len(samples), desc=desc,
+                           disable=desc is None, leave=False))
+    kept = [(img, s) for img, s in zip(images, samples) if img is not None]
+    skipped = [s.path for img, s in zip(images, samples) if img is None]
+    if skipped:
+        log.warning("skipped %d unreadable image(s), e.g. %s", len(skipped), skipped[0])
+    if not kept:
+        return np.zeros((0, size, size, 3), np.uint8), [], len(skipped)
+    return np.stack([img for img, _ in kept]), [s for _, s in kept], len(skipped)

@@ -1,0 +1,216 @@
+"""ADU training: few-shot prompt tuning of a frozen CLIP with L_memorize + L_forget (+ DDL)."""
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+import torch
+from torchvision.transforms import v2
+from tqdm import tqdm
+
+from . import losses
+from .checkpoint import build_model, load_checkpoint, save_checkpoint, checkpoint_path
+from .clip_loader import ClipSpec, FrozenClip, class_text_embeddings, load_clip
+from .config import TrainConfig
+from .data import MultiDomainDataset, Sample, few_shot_split, load_images, resolve_domains
+from .model import AduModel, PromptConfig
+
+log = logging.getLogger(__name__)
+
+AUGMENT_MARGIN = 8 / 7  # train images are stored a little larger, then randomly cropped
+
+
+@dataclass
+class PreparedData:
+    """Decoded images of one dataset and one few-shot split, reusable across runs."""
+    dataset: MultiDomainDataset
+    train: List[Sample]
+    test: List[Sample]
+    train_images: np.ndarray  # uint8 [N, S', S', 3], S' = image size x AUGMENT_MARGIN
+    test_images: np.ndarray   # uint8 [M, S, S, 3]
+    skipped: int
+
+    def labels(self, split: str):
+        samples = self.train if split == "train" else self.test
+        return (np.array([s.class_index for s in samples], np.int64),
+                np.array([s.domain_index for s in samples], np.int64))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def prepare_data(config: TrainConfig, image_size: int) -> PreparedData:
+    dataset = MultiDomainDataset.scan(config.data, config.split_file, config.split)
+    train, test = few_shot_split(dataset.samples, config.shots, config.seed)
+    train_images, train, skipped_train = load_images(
+        dataset.root, train, round(image_size * AUGMENT_MARGIN), config.workers, "load train images")
+    test_images, test, skipped_test = load_images(
+        dataset.root, test, image_size, config.workers, "load test images")
+    log.info("%s: %d domains, %d classes, %d train / %d test images (%d unreadable skipped)",
+             dataset.root, len(dataset.domains), len(dataset.classes), len(train), len(test),
+             skipped_train + skipped_test)
+    return PreparedData(dataset, train, test, train_images, test_images, skipped_train + skipped_test)
+
+
+def to_model_input(images_uint8: torch.Tensor, mean, std) -> torch.Tensor:
+    """uint8 NHWC -> CLIP-normalised float NCHW."""
+    x = images_uint8.permute(0, 3, 1, 2).float().div_(255)
+    mean = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+class Augment:
+    """Random resized crop + horizontal flip per image (the paper's augmentation)."""
+
+    def __init__(self, size: int):
+        self.transform = v2.Compose([v2.RandomResizedCrop(size, scale=(0.5, 1.0), antialias=True),
+                                     v2.RandomHorizontalFlip()])
+
+    def __call__(self, batch_uint8_nhwc: torch.Tensor) -> torch.Tensor:
+        chw = batch_uint8_nhwc.permute(0, 3, 1, 2)
+        return torch.stack([self.transform(image) for image in chw]).permute(0, 2, 3, 1)
+
+
+def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """Constant warm-up epochs at warmup_lr, then cosine decay over the remaining steps."""
+    warmup_steps = config.warmup_epochs * steps_per_epoch
+    if step < warmup_steps:
+        return config.warmup_lr
+    total = max(1, config.epochs * steps_per_epoch - warmup_steps)
+    return 0.5 * config.lr * (1 + math.cos(math.pi * (step - warmup_steps) / total))
+
+
+def prompt_config(config: TrainConfig, n_blocks: int) -> PromptConfig:
+    if not config.uses_prompts:
+        return PromptConfig(tokens=0, depth=0)
+    depth = min(config.prompt_depth, n_blocks)
+    if depth < config.prompt_depth:
+        log.info("prompt depth %d clipped to the encoder's %d blocks", config.prompt_depth, n_blocks)
+    layer = config.instapg_layer or depth
+    return PromptConfig(tokens=config.prompt_tokens, depth=depth, instapg=config.uses_instapg,
+                        instapg_layer=layer)
+
+
+def training_losses(model_out: dict, classes, domains, memorized_mask, config: TrainConfig):
+    """L = L_memorize + L_forget (+ gamma CE_domain - lambda MMD^2). Returns (total, parts)."""
+    logits = model_out["logits"]
+    forgotten_mask = ~memorized_mask
+    l_mem = losses.memorize_loss(logits[memorized_mask], classes[memorized_mask])
+    l_for = losses.forget_loss(logits[forgotten_mask])
+    total = l_mem + l_for
+    parts = {"mem": l_mem.item(), "for": l_for.item()}
+    if config.uses_ddl:
+        l_dom, ce, mmd2 = losses.domain_disentangling_loss(
+            model_out["domain_logits"], model_out["embeddings"], domains, config.gamma, config.lam)
+        total = total + l_dom
+        parts.update(domain_ce=ce.item(), mmd2=mmd2.item())
+    parts["total"] = total.item()
+    return total, parts
+
+
+def train(config: TrainConfig, run_dir, data: Optional[PreparedData] = None,
+          clip: Optional[FrozenClip] = None, resume: bool = False, progress: bool = True) -> dict:
+    """Train one method on one forget/memorize choice; write RUN_DIR/checkpoint.pt.
+
+    Returns the checkpoint payload. `data` and `clip` may be passed in to reuse decoded
+    images and the loaded backbone across runs (the benchmark does).
+    """
+    config.validate()
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(config.seed)
+    device = resolve_device(config.device)
+    clip = clip or load_clip(ClipSpec.from_args(config.clip, config.pretrained, config.model_config))
+    data = data or prepare_data(config, clip.image_size)
+    forget, memorize = resolve_domains(data.dataset, config.forget, config.memorize)
+    class_embeddings = class_text_embeddings(clip, data.dataset.classes, config.template)
+    prompts = prompt_config(config, len(clip.model.visual.transformer.resblocks))
+    torch.manual_seed(config.seed)  # prompt initialisation independent of what ran before
+    model = build_model(clip, class_embeddings, len(data.dataset.domains), prompts).to(device)
+
+    memorized_ids = data.dataset.domain_indices(memorize)
+    forgotten_ids = data.dataset.domain_indices(forget)
+    used = np.isin(data.labels("train")[1], memorized_ids + forgotten_ids)
+    train_images = torch.from_numpy(data.train_images[used])
+    train_classes, train_domains = (torch.from_numpy(a[used]) for a in data.labels("train"))
+    is_memorized = torch.from_numpy(np.isin(train_domains.numpy(), memorized_ids))
+
+    payload = {
+        "config": config.to_dict(),
+        "clip": asdict(clip.spec),
+        "image_size": clip.image_size, "mean": list(clip.mean), "std": list(clip.std),
+        "class_names": data.dataset.classes, "domain_names": data.dataset.domains,
+        "memorized_domains": memorize, "forgotten_domains": forget,
+        "prompt_config": asdict(prompts),
+        "class_embeddings": class_embeddings.cpu(),
+        "train_files": [s.path for s in data.train], "test_files": [s.path for s in data.test],
+        "history": [], "epoch": 0, "complete": False, "metrics": None,
+    }
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(trainable, lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay)
+    start_epoch = 0
+    if resume and checkpoint_path(run_dir).is_file():
+        previous = load_checkpoint(run_dir)
+        if previous["config"] != config.to_dict():
+            raise ValueError(f"cannot resume {run_dir}: it was trained with a different configuration")
+        model.load_trainable_state_dict(previous["trainable_state"])
+        if previous.get("optimizer"):
+            optimizer.load_state_dict(previous["optimizer"])
+        payload["history"], start_epoch = previous["history"], previous["epoch"]
+        log.info("resuming %s from epoch %d", run_dir, start_epoch)
+
+    epochs = config.epochs if config.uses_prompts else 0
+    steps_per_epoch = math.ceil(len(train_images) / config.batch_size)
+    augment = Augment(clip.image_size)
+    use_amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    started = time.time()
+    bar = tqdm(range(start_epoch, epochs), desc=f"train {config.method} forget={','.join(forget)}",
+               disable=not progress, initial=start_epoch, total=epochs)
+    for epoch in bar:
+        # Reseeding per epoch makes a resumed run follow the same batches as an uninterrupted one.
+        generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
+        torch.manual_seed(config.seed * 1000 + epoch)
+        order = torch.randperm(len(train_images), generator=generator)
+        model.train()
+        sums = {}
+        for step_in_epoch in range(steps_per_epoch):
+            index = order[step_in_epoch * config.batch_size:(step_in_epoch + 1) * config.batch_size]
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(config, epoch * steps_per_epoch + step_in_epoch,
+                                            steps_per_epoch)
+            images = to_model_input(augment(train_images[index]).to(device), clip.mean, clip.std)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                out = model(images)
+            total, parts = training_losses(
+                {k: v.float() for k, v in out.items()}, train_classes[index].to(device),
+                train_domains[index].to(device), is_memorized[index].to(device), config)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(total).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            for key, value in parts.items():
+                sums[key] = sums.get(key, 0.0) + value / steps_per_epoch
+        payload["history"].append({"epoch": epoch + 1, **{k: round(v, 5) for k, v in sums.items()}})
+        bar.set_postfix(loss=f"{sums['total']:.3f}")
+        payload.update(epoch=epoch + 1, trainable_state=model.trainable_state_dict(),
+                       optimizer=optimizer.state_dict())
+        save_checkpoint(checkpoint_path(run_dir), payload)  # resumable after every epoch
+    payload.update(epoch=epochs, complete=True, trainable_state=model.trainable_state_dict(),
+                   optimizer=None, train_seconds=round(time.time() - started, 1))
+    return {"payload": payload, "model": model.eval(), "clip": clip, "data": data}
