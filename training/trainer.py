@@ -123,7 +123,8 @@ def training_losses(model_out: dict, classes, domains, memorized_mask, config: T
 
 
 def train(config: TrainConfig, run_dir, data: Optional[PreparedData] = None,
-          clip: Optional[FrozenClip] = None, resume: bool = False, progress: bool = True) -> dict:
+          clip: Optional[FrozenClip] = None, resume: bool = False, progress: bool = True,
+          stop_after_epochs: Optional[int] = None) -> dict:
     """Train one method on one forget/memorize choice; write RUN_DIR/checkpoint.pt.
 
     Returns the checkpoint payload. `data` and `clip` may be passed in to reuse decoded
@@ -211,6 +212,8 @@ def train(config: TrainConfig, run_dir, data: Optional[PreparedData] = None,
         payload.update(epoch=epoch + 1, trainable_state=model.trainable_state_dict(),
                        optimizer=optimizer.state_dict())
         save_checkpoint(checkpoint_path(run_dir), payload)  # resumable after every epoch
+        if stop_after_epochs and epoch + 1 - start_epoch >= stop_after_epochs and epoch + 1 < epochs:
+            return {"payload": payload, "model": model.eval(), "clip": clip, "data": data}
     payload.update(epoch=epochs, complete=True, trainable_state=model.trainable_state_dict(),
                    optimizer=None, train_seconds=round(time.time() - started, 1))
     return {"payload": payload, "model": model.eval(), "clip": clip, "data": data}

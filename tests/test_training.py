@@ -1,0 +1,234 @@
+"""Training stage: model equivalence, losses, InstaPG, optimisation, sampling, metrics,
+checkpoints and bad-input messages. Tiny random models, no shared data."""
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from adu_perception.training import losses
+from adu_perception.training.checkpoint import CheckpointError, load_checkpoint
+from adu_perception.training.clip_loader import ClipSpec, load_clip
+from adu_perception.training.config import TrainConfig
+from adu_perception.training.data import DataError, MultiDomainDataset, few_shot_split, resolve_domains
+from adu_perception.training.metrics import average_combinations, harmonic_mean, mem_for_h
+from adu_perception.training.model import AduModel, PromptConfig
+from adu_perception.training.pipeline import train_and_evaluate
+from adu_perception.training.trainer import train, training_losses
+
+from tiny_world import write_tiny_clip_config, write_tiny_dataset
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    torch.manual_seed(0)
+    config = write_tiny_clip_config(tmp_path_factory.mktemp("clip"))
+    return load_clip(ClipSpec.from_args(None, None, str(config))), config
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return write_tiny_dataset(tmp_path_factory.mktemp("data"))
+
+
+def make_model(clip, prompts: PromptConfig, n_classes=3, n_domains=3):
+    torch.manual_seed(1)
+    class_embeddings = torch.randn(n_classes, clip.model.visual.output_dim)
+    return AduModel(clip.model.visual, class_embeddings, 100.0, n_domains, prompts).eval()
+
+
+def test_features_without_prompts_equal_open_clip_encode_image(tiny_clip):
+    clip, _ = tiny_clip
+    model = make_model(clip, PromptConfig(tokens=0, depth=0))
+    images = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        ours = model.encoder(images)
+        reference = clip.model.encode_image(images)
+    assert torch.allclose(ours, reference, atol=1e-5)
+
+
+def test_prompts_change_features(tiny_clip):
+    clip, _ = tiny_clip
+    model = make_model(clip, PromptConfig(tokens=4, depth=2))
+    with torch.no_grad():
+        model.encoder.prompts.normal_(0, 1.0)
+        images = torch.randn(2, 3, 32, 32)
+        assert not torch.allclose(model.encoder(images), clip.model.encode_image(images), atol=1e-3)
+
+
+def reference_mmd2(x: np.ndarray, y: np.ndarray) -> float:
+    z = np.concatenate([x, y])
+    distances = [np.sum((a - b) ** 2) for i, a in enumerate(z) for j, b in enumerate(z) if i != j]
+    bandwidth = np.median(distances)
+
+    def k(a, b):
+        return np.exp(-np.sum((a - b) ** 2) / bandwidth)
+
+    kxx = np.mean([k(a, b) for a in x for b in x])
+    kyy = np.mean([k(a, b) for a in y for b in y])
+    kxy = np.mean([k(a, b) for a in x for b in y])
+    return kxx + kyy - 2 * kxy
+
+
+def test_mmd_zero_for_one_distribution_positive_for_shifted():
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 8, generator=generator)
+    same = torch.randn(400, 8, generator=generator)
+    shifted = torch.randn(400, 8, generator=generator) + 1.5
+    assert abs(losses.mmd2_rbf(x, same).item()) < 0.01
+    assert losses.mmd2_rbf(x, shifted).item() > 0.1
+
+
+def test_mmd_matches_direct_computation():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(12, 5)), rng.normal(0.7, 1.0, size=(9, 5))
+    ours = losses.mmd2_rbf(torch.tensor(x), torch.tensor(y)).item()
+    assert ours == pytest.approx(reference_mmd2(x, y), rel=1e-6)
+
+
+def test_mean_pairwise_mmd_averages_present_pairs():
+    rng = np.random.default_rng(1)
+    features = torch.tensor(rng.normal(size=(30, 4)))
+    domains = torch.tensor([0] * 10 + [2] * 10 + [3] * 10)
+    expected = np.mean([losses.mmd2_rbf(features[domains == a], features[domains == b]).item()
+                        for a, b in itertools.combinations([0, 2, 3], 2)])
+    assert losses.mean_pairwise_mmd2(features, domains).item() == pytest.approx(expected)
+    assert losses.mean_pairwise_mmd2(features[:10], domains[:10]).item() == 0.0
+
+
+def test_forget_loss_minimised_by_uniform_predictions():
+    n_classes = 7
+    uniform = torch.zeros(5, n_classes, requires_grad=True)
+    value = losses.forget_loss(uniform)
+    assert value.item() == pytest.approx(np.log(n_classes))
+    value.backward()
+    assert uniform.grad.abs().max().item() < 1e-7  # a stationary point
+    for seed in range(5):
+        peaked = torch.randn(5, n_classes, generator=torch.Generator().manual_seed(seed)) * 3
+        assert losses.forget_loss(peaked).item() > np.log(n_classes)
+
+
+def test_instapg_prompts_differ_between_images(tiny_clip):
+    clip, _ = tiny_clip
+    model = make_model(clip, PromptConfig(tokens=4, depth=2, instapg=True, instapg_layer=2))
+    x = model.encoder.visual._embeds(torch.randn(2, 3, 32, 32))
+    with torch.no_grad():
+        prompts = model.encoder.instapg(model.encoder.prompts[1], x[:, 1:])
+    assert prompts.shape == (2, 4, 64)
+    assert not torch.allclose(prompts[0], prompts[1], atol=1e-4)
+
+
+def test_one_optimisation_step_lowers_the_loss(tiny_clip):
+    clip, _ = tiny_clip
+    model = make_model(clip, PromptConfig(tokens=4, depth=2, instapg=True, instapg_layer=2))
+    model.train()
+    config = TrainConfig(method="adu", forget=["b"])
+    generator = torch.Generator().manual_seed(3)
+    images = torch.randn(12, 3, 32, 32, generator=generator)
+    classes = torch.arange(12) % 3
+    domains = torch.arange(12) % 3
+    memorized = domains == 0
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert all(not p.requires_grad for p in model.encoder.visual.parameters())
+    optimizer = torch.optim.SGD(trainable, lr=1e-3)
+    before, _ = training_losses(model(images), classes, domains, memorized, config)
+    optimizer.zero_grad()
+    before.backward()
+    optimizer.step()
+    with torch.no_grad():
+        after, _ = training_losses(model(images), classes, domains, memorized, config)
+    assert after.item() < before.item()
+
+
+def test_few_shot_sampler_is_deterministic_per_seed(tiny_data):
+    dataset = MultiDomainDataset.scan(tiny_data)
+    first = few_shot_split(dataset.samples, 2, seed=5)
+    again = few_shot_split(dataset.samples, 2, seed=5)
+    other = few_shot_split(dataset.samples, 2, seed=6)
+    assert first == again
+    assert [s.path for s in first[0]] != [s.path for s in other[0]]
+    assert len(first[0]) == 2 * 3 * 3  # k per (class, domain)
+    assert not set(first[0]) & set(first[1])
+    assert len(first[0]) + len(first[1]) == len(dataset.samples)
+
+
+def test_mem_for_h_on_hand_made_example():
+    # domain 0 memorized: 3 of 4 correct -> Mem 75; domain 1 forgotten: 1 of 4 correct -> For 75.
+    labels = np.array([0, 1, 2, 0, 0, 1, 2, 0])
+    predictions = np.array([0, 1, 2, 1, 0, 2, 0, 1])
+    domains = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    result = mem_for_h(predictions, labels, domains, memorized=[0], forgotten=[1])
+    assert result == pytest.approx({"mem": 75.0, "for": 75.0, "h": 75.0})
+    assert harmonic_mean(90.0, 30.0) == pytest.approx(45.0)
+    # H is averaged per combination, not recomputed from averaged Mem/For.
+    combos = [{"mem": 90.0, "for": 30.0, "h": 45.0}, {"mem": 30.0, "for": 90.0, "h": 45.0}]
+    assert average_combinations(combos) == {"mem": 60.0, "for": 60.0, "h": 45.0}
+
+
+def test_unknown_domain_is_refused_with_its_name(tiny_data):
+    dataset = MultiDomainDataset.scan(tiny_data)
+    with pytest.raises(DataError, match="unknown domain.*clipart.*photo"):
+        resolve_domains(dataset, ["clipart"])
+
+
+def test_forgetting_every_domain_is_refused(tiny_data):
+    dataset = MultiDomainDataset.scan(tiny_data)
+    with pytest.raises(DataError, match="cannot forget every domain"):
+        resolve_domains(dataset, ["photo", "cartoon", "sketch"])
+
+
+def test_empty_domain_folder_is_refused(tmp_path):
+    write_tiny_dataset(tmp_path, per_group=1)
+    (tmp_path / "painting" / "car").mkdir(parents=True)
+    with pytest.raises(DataError, match="painting has no images"):
+        MultiDomainDataset.scan(tmp_path)
+
+
+def test_missing_checkpoint_is_refused(tmp_path):
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        load_checkpoint(tmp_path / "nowhere")
+
+
+def tiny_config(data, clip_config, **overrides):
+    values = dict(data=str(data), model_config=str(clip_config), method="adu", forget=["sketch"],
+                  shots=2, epochs=2, batch_size=8, prompt_tokens=4, prompt_depth=2, lr=0.01,
+                  warmup_epochs=0, seed=0)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_training_run_writes_checkpoint_reports_and_skips_corrupt_images(tiny_clip, tiny_data, tmp_path,
+                                                                       caplog):
+    _, clip_config = tiny_clip
+    corrupt = tiny_data / "photo" / "car" / "corrupt.jpg"
+    corrupt.write_bytes(b"not a jpeg at all")
+    try:
+        metrics = train_and_evaluate(tiny_config(tiny_data, clip_config), tmp_path / "run")
+    finally:
+        corrupt.unlink()
+    assert "skipped 1 unreadable image" in caplog.text
+    for name in ("checkpoint.pt", "metrics.json", "metrics.md", "per_domain_accuracy.png",
+                 "feature_projection.png"):
+        assert (tmp_path / "run" / name).is_file(), name
+    payload = load_checkpoint(tmp_path / "run")
+    assert payload["complete"] and payload["forgotten_domains"] == ["sketch"]
+    assert payload["metrics"]["h"] == pytest.approx(metrics["h"])
+    assert set(payload["trainable_state"]) >= {"encoder.prompts", "domain_head.weight"}
+    assert any(k.startswith("encoder.instapg.") for k in payload["trainable_state"])
+
+
+def test_training_is_reproducible_and_resumable(tiny_clip, tiny_data, tmp_path):
+    _, clip_config = tiny_clip
+    config = tiny_config(tiny_data, clip_config, epochs=2)
+    full = train(config, tmp_path / "full", progress=False)["payload"]["trainable_state"]
+    again = train(config, tmp_path / "again", progress=False)["payload"]["trainable_state"]
+    for key in full:
+        assert torch.equal(full[key], again[key]), key
+    # Interrupt after one epoch, then resume: same result as the uninterrupted run.
+    first = train(config, tmp_path / "first", progress=False, stop_after_epochs=1)["payload"]
+    assert first["epoch"] == 1 and not first["complete"]
+    assert load_checkpoint(tmp_path / "first")["epoch"] == 1
+    resumed = train(config, tmp_path / "first", resume=True, progress=False)["payload"]
+    assert resumed["epoch"] == 2 and resumed["complete"]
+    for key in full:
+        assert torch.allclose(full[key], resumed["trainable_state"][key], atol=1e-6), key
