@@ -61,11 +61,15 @@ class CommandError(Exception):
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    # open_clip logs its loading steps on the root logger: keep those at WARNING unless -v.
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("adu_perception").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         result = args.func(args)
     except (CommandError, FileNotFoundError, ValueError) as error:
+        if args.verbose:
+            raise
         print(f"adu {args.command}: error: {error}", file=sys.stderr)
         return 2
     return int(result or 0)

@@ -57,6 +57,8 @@ def add_method_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="default: %(default)s")
     group.add_argument("--lr", type=float, default=DEFAULTS.lr, help="SGD learning rate, cosine "
                        "schedule (default: %(default)s)")
+    group.add_argument("--domain-lr", type=float, help="learning rate of the linear domain "
+                       "classifier (default: --lr); raise it when there are few steps per epoch")
     group.add_argument("--warmup-epochs", type=int, default=DEFAULTS.warmup_epochs,
                        help="epochs at --warmup-lr before the cosine schedule (default: %(default)s)")
     group.add_argument("--warmup-lr", type=float, default=DEFAULTS.warmup_lr, help="default: %(default)s")

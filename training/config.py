@@ -38,6 +38,7 @@ class TrainConfig:
     epochs: int = 50
     batch_size: int = 32
     lr: float = 0.0025
+    domain_lr: Optional[float] = None  # domain classifier's learning rate (default: lr)
     momentum: float = 0.9
     weight_decay: float = 5e-4
     warmup_epochs: int = 1

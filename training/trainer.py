@@ -161,9 +161,14 @@ def train(config: TrainConfig, run_dir, data: Optional[PreparedData] = None,
         "train_files": [s.path for s in data.train], "test_files": [s.path for s in data.test],
         "history": [], "epoch": 0, "complete": False, "metrics": None,
     }
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(trainable, lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay)
+    # Two groups so the linear domain head can learn at its own rate: with few steps (small
+    # datasets) a head on unit-norm features learns slowly at the prompts' rate.
+    head = list(model.domain_head.parameters())
+    prompts_and_generator = [p for n, p in model.named_parameters()
+                             if p.requires_grad and not n.startswith("domain_head.")]
+    lr_scales = [1.0, (config.domain_lr or config.lr) / config.lr]
+    optimizer = torch.optim.SGD([{"params": prompts_and_generator}, {"params": head}], lr=config.lr,
+                                momentum=config.momentum, weight_decay=config.weight_decay)
     start_epoch = 0
     if resume and checkpoint_path(run_dir).is_file():
         previous = load_checkpoint(run_dir)
@@ -192,9 +197,9 @@ def train(config: TrainConfig, run_dir, data: Optional[PreparedData] = None,
         sums = {}
         for step_in_epoch in range(steps_per_epoch):
             index = order[step_in_epoch * config.batch_size:(step_in_epoch + 1) * config.batch_size]
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(config, epoch * steps_per_epoch + step_in_epoch,
-                                            steps_per_epoch)
+            lr = learning_rate(config, epoch * steps_per_epoch + step_in_epoch, steps_per_epoch)
+            for group, scale in zip(optimizer.param_groups, lr_scales):
+                group["lr"] = lr * scale
             images = to_model_input(augment(train_images[index]).to(device), clip.mean, clip.std)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                 out = model(images)
