@@ -10,6 +10,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+# One resize + crop for training, export and the node: the thresholds see the node's pixels.
+from adu_perception.runtime.images import resize_center_crop
+
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -118,17 +121,6 @@ def few_shot_split(samples: Sequence[Sample], shots: int, seed: int):
         for index, sample in enumerate(group):
             (train if index in chosen else test).append(sample)
     return train, test
-
-
-def resize_center_crop(image: np.ndarray, size: int) -> np.ndarray:
-    """Resize the shorter side to `size` (bicubic), then center crop size x size."""
-    height, width = image.shape[:2]
-    scale = size / min(height, width)
-    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
-    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
-    image = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
-    top, left = (new_h - size) // 2, (new_w - size) // 2
-    return image[top:top + size, left:left + size]
 
 
 def read_rgb(path) -> Optional[np.ndarray]:

@@ -1,0 +1,210 @@
+"""Load and validate a model bundle (docs/bundle.md): model.onnx + manifest.json.
+
+Everything a consumer relies on is checked once here, so the node and `adu replay` can
+trust a `Bundle`: the manifest parses and has every key, model.onnx is the file the export
+wrote (sha256), and the graph's input/outputs agree with the manifest (names, dtype, input
+size, class/domain/embedding counts). Reads the graph with onnx (or ONNX Runtime); no torch.
+"""
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Tuple
+
+import numpy as np
+
+MANIFEST_FILE = "manifest.json"
+BUNDLE_FORMAT = "adu-bundle"
+SUPPORTED_FORMAT_VERSIONS = (1,)
+OUTPUT_NAMES = ("probs", "logits", "domain_probs", "embeddings")
+REQUIRED_KEYS = ("format", "format_version", "model_file", "model_sha256", "input_name",
+                 "output_names", "input_size", "embedding_dim", "preprocessing", "class_names",
+                 "domain_names", "memorized_domains", "forgotten_domains", "thresholds")
+REQUIRED_THRESHOLDS = ("confidence", "forgotten_domain")
+
+
+class BundleError(ValueError):
+    """The bundle folder cannot be used; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class Bundle:
+    path: Path                     # the bundle folder
+    model_path: Path               # its model.onnx
+    model_sha256: str
+    input_name: str
+    output_names: Tuple[str, ...]
+    input_size: int
+    embedding_dim: int
+    class_names: Tuple[str, ...]
+    domain_names: Tuple[str, ...]
+    memorized_domains: Tuple[str, ...]
+    forgotten_domains: Tuple[str, ...]
+    confidence_threshold: float
+    forgotten_domain_threshold: float
+    preprocessing: dict
+    manifest: dict = field(repr=False)  # the whole manifest, for anything not lifted above
+
+    @property
+    def forgotten_mask(self) -> np.ndarray:
+        """bool [D]: which domain_probs columns are forgotten domains."""
+        return np.array([name in self.forgotten_domains for name in self.domain_names], bool)
+
+
+def sha256_file(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_bundle(path) -> Bundle:
+    """Read and validate the bundle folder at `path`; raises BundleError."""
+    folder = Path(path).expanduser()
+    if not str(path).strip():
+        raise BundleError("no bundle given (empty path)")
+    if not folder.exists():
+        raise BundleError(f"bundle folder not found: {folder}")
+    if not folder.is_dir():
+        raise BundleError(f"bundle path is not a folder: {folder} (give the folder holding "
+                          f"{MANIFEST_FILE} and model.onnx)")
+    manifest_path = folder / MANIFEST_FILE
+    manifest = _read_manifest(manifest_path)
+    model_path = folder / str(manifest["model_file"])
+    if not model_path.is_file():
+        raise BundleError(f"model file missing: {model_path} (named by {manifest_path})")
+    actual = sha256_file(model_path)
+    if actual != manifest["model_sha256"]:
+        raise BundleError(f"sha256 mismatch: {model_path} hashes to {actual[:12]}..., "
+                          f"{manifest_path} expects {str(manifest['model_sha256'])[:12]}... "
+                          f"(model edited or replaced after export)")
+    thresholds = manifest["thresholds"]
+    bundle = Bundle(
+        path=folder, model_path=model_path, model_sha256=actual,
+        input_name=str(manifest["input_name"]), output_names=tuple(manifest["output_names"]),
+        input_size=int(manifest["input_size"]), embedding_dim=int(manifest["embedding_dim"]),
+        class_names=tuple(manifest["class_names"]), domain_names=tuple(manifest["domain_names"]),
+        memorized_domains=tuple(manifest["memorized_domains"]),
+        forgotten_domains=tuple(manifest["forgotten_domains"]),
+        confidence_threshold=float(thresholds["confidence"]),
+        forgotten_domain_threshold=float(thresholds["forgotten_domain"]),
+        preprocessing=dict(manifest["preprocessing"]), manifest=manifest)
+    _check_graph(bundle)
+    return bundle
+
+
+def _read_manifest(manifest_path: Path) -> dict:
+    if not manifest_path.is_file():
+        raise BundleError(f"manifest missing: {manifest_path} (not a bundle folder?)")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise BundleError(f"cannot parse {manifest_path}: {error}") from None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{manifest_path} must hold a JSON object, not {type(manifest).__name__}")
+    missing = [key for key in REQUIRED_KEYS if key not in manifest]
+    if missing:
+        raise BundleError(f"{manifest_path} lacks required keys: {', '.join(missing)}")
+    if manifest["format"] != BUNDLE_FORMAT:
+        raise BundleError(f"{manifest_path}: format is {manifest['format']!r}, expected "
+                          f"{BUNDLE_FORMAT!r}")
+    if manifest["format_version"] not in SUPPORTED_FORMAT_VERSIONS:
+        raise BundleError(f"{manifest_path}: format_version {manifest['format_version']!r} is not "
+                          f"supported by this runtime (supports {SUPPORTED_FORMAT_VERSIONS})")
+    thresholds = manifest["thresholds"]
+    if not isinstance(thresholds, dict):
+        raise BundleError(f"{manifest_path}: thresholds must be an object")
+    missing = [key for key in REQUIRED_THRESHOLDS if key not in thresholds]
+    if missing:
+        raise BundleError(f"{manifest_path}: thresholds lack {', '.join(missing)}")
+    for key in REQUIRED_THRESHOLDS:
+        value = thresholds[key]
+        if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            raise BundleError(f"{manifest_path}: thresholds.{key} must be a number in [0, 1], "
+                              f"got {value!r}")
+    for key in ("class_names", "domain_names"):
+        names = manifest[key]
+        if not isinstance(names, list) or not names or len(set(names)) != len(names):
+            raise BundleError(f"{manifest_path}: {key} must be a non-empty list of unique names")
+    unknown = [d for d in manifest["memorized_domains"] + manifest["forgotten_domains"]
+               if d not in manifest["domain_names"]]
+    if unknown:
+        raise BundleError(f"{manifest_path}: memorized/forgotten domains {unknown} are not in "
+                          f"domain_names {manifest['domain_names']}")
+    if sorted(manifest["output_names"]) != sorted(OUTPUT_NAMES):
+        raise BundleError(f"{manifest_path}: output_names {manifest['output_names']} must be "
+                          f"{list(OUTPUT_NAMES)}")
+    for key in ("input_size", "embedding_dim"):
+        if not isinstance(manifest[key], int) or manifest[key] <= 0:
+            raise BundleError(f"{manifest_path}: {key} must be a positive integer, got "
+                              f"{manifest[key]!r}")
+    return manifest
+
+
+def graph_io(model_path: Path):
+    """The graph's inputs [(name, element type, dims)] and outputs {name: dims}; dims are ints
+    where fixed and a symbol (str) where dynamic. Reads the graph with onnx; an edge image
+    without the onnx package uses an ONNX Runtime session instead."""
+    try:
+        import onnx
+    except ImportError:
+        return _graph_io_onnxruntime(model_path)
+
+    def dims(value_info):
+        return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+                for d in value_info.type.tensor_type.shape.dim]
+
+    try:
+        model = onnx.load(str(model_path), load_external_data=False)
+    except Exception as error:  # protobuf raises several types for a damaged file
+        raise BundleError(f"cannot read ONNX graph {model_path}: {error}") from None
+    constants = {init.name for init in model.graph.initializer}
+    inputs = [(i.name, onnx.TensorProto.DataType.Name(i.type.tensor_type.elem_type).lower(), dims(i))
+              for i in model.graph.input if i.name not in constants]
+    return inputs, {o.name: dims(o) for o in model.graph.output}
+
+
+def _graph_io_onnxruntime(model_path: Path):
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    except Exception as error:  # ORT raises its own types for a damaged file
+        raise BundleError(f"cannot read ONNX graph {model_path}: {error}") from None
+
+    def dims(shape):
+        return [d if isinstance(d, int) else (d or "?") for d in shape]
+
+    inputs = [(i.name, i.type.replace("tensor(", "").rstrip(")"), dims(i.shape))
+              for i in session.get_inputs()]
+    return inputs, {o.name: dims(o.shape) for o in session.get_outputs()}
+
+
+def _check_graph(bundle: Bundle) -> None:
+    """The ONNX graph's I/O must be what the manifest promises (a bundle assembled from
+    the wrong model is refused here, not at the first frame)."""
+    inputs, outputs = graph_io(bundle.model_path)
+    where = f"{bundle.model_path.name} in {bundle.path}"
+    if [name for name, _, _ in inputs] != [bundle.input_name]:
+        raise BundleError(f"{where}: graph inputs are {[name for name, _, _ in inputs]}, manifest "
+                          f"says [{bundle.input_name!r}]")
+    _, element_type, dims = inputs[0]
+    if element_type != "uint8":
+        raise BundleError(f"{where}: input {bundle.input_name!r} is {element_type}, not uint8")
+    size = bundle.input_size
+    if len(dims) != 4 or dims[1:] != [size, size, 3]:
+        raise BundleError(f"{where}: input shape {dims} disagrees with manifest input_size "
+                          f"{size} (expected [N, {size}, {size}, 3])")
+    missing = [name for name in OUTPUT_NAMES if name not in outputs]
+    if missing:
+        raise BundleError(f"{where}: graph lacks outputs {missing} (has {list(outputs)})")
+    expected = {"probs": ("class", len(bundle.class_names)),
+                "logits": ("class", len(bundle.class_names)),
+                "domain_probs": ("domain", len(bundle.domain_names)),
+                "embeddings": ("embedding", bundle.embedding_dim)}
+    for name, (what, count) in expected.items():
+        shape = outputs[name]
+        if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != count):
+            raise BundleError(f"{where}: output {name} has shape {shape}, but the manifest has "
+                              f"{count} {what} entries")

@@ -1,0 +1,96 @@
+"""The decision rule of docs/bundle.md, in one place for the export stage (choosing
+thresholds), the ROS node and `adu replay`:
+
+1. p_forgotten = sum(domain_probs[forgotten]); if p_forgotten >= forgotten_domain
+   -> suppressed, reason "forgotten_domain" (domain = the most likely forgotten domain);
+2. else if max(probs) < confidence -> suppressed, reason "low_confidence";
+3. else reported: label = argmax class, score = max(probs).
+"""
+from dataclasses import asdict, dataclass
+from typing import List, NamedTuple, Optional, Sequence
+
+import numpy as np
+
+# Reason codes (index into REASONS), so arrays of decisions stay numeric.
+REPORTED, FORGOTTEN_DOMAIN, LOW_CONFIDENCE = 0, 1, 2
+REASONS = ("reported", "forgotten_domain", "low_confidence")
+
+
+class Decisions(NamedTuple):
+    """Vectorised decisions for N items (all arrays of length N)."""
+    reported: np.ndarray     # bool
+    reason: np.ndarray       # int8 codes: REPORTED, FORGOTTEN_DOMAIN, LOW_CONFIDENCE
+    label: np.ndarray        # int: argmax class (also filled for suppressed items)
+    score: np.ndarray        # float: max(probs)
+    domain: np.ndarray       # int: most likely forgotten domain if suppressed for it, else argmax
+    p_forgotten: np.ndarray  # float: summed probability of the forgotten domains
+
+
+def decide(probs, domain_probs, forgotten_mask, confidence: float,
+           forgotten_domain: float) -> Decisions:
+    """Apply the rule to probs [N, C] and domain_probs [N, D]; forgotten_mask is bool [D]."""
+    probs = np.asarray(probs, dtype=np.float64)
+    domain_probs = np.asarray(domain_probs, dtype=np.float64)
+    mask = np.asarray(forgotten_mask, dtype=bool)
+    if probs.ndim != 2 or domain_probs.ndim != 2 or len(probs) != len(domain_probs):
+        raise ValueError(f"need probs [N, C] and domain_probs [N, D] with the same N, got "
+                         f"{probs.shape} and {domain_probs.shape}")
+    if mask.shape != (domain_probs.shape[1],):
+        raise ValueError(f"forgotten_mask has shape {mask.shape}, expected "
+                         f"({domain_probs.shape[1]},) like domain_probs' columns")
+    p_forgotten = domain_probs[:, mask].sum(axis=1)
+    # With no forgotten domain rule 1 can never fire (even at threshold 0).
+    forgotten = (p_forgotten >= forgotten_domain) & mask.any()
+    score = probs.max(axis=1)
+    low = ~forgotten & (score < confidence)
+    reason = np.where(forgotten, FORGOTTEN_DOMAIN,
+                      np.where(low, LOW_CONFIDENCE, REPORTED)).astype(np.int8)
+    best_forgotten = np.where(mask, domain_probs, -np.inf).argmax(axis=1)
+    domain = np.where(forgotten, best_forgotten, domain_probs.argmax(axis=1))
+    return Decisions(reported=reason == REPORTED, reason=reason, label=probs.argmax(axis=1),
+                     score=score, domain=domain, p_forgotten=p_forgotten)
+
+
+@dataclass
+class Decision:
+    """One item's decision, ready for JSON (label is None when suppressed)."""
+    reported: bool
+    reason: str
+    label: Optional[str]
+    score: float
+    domain: str
+    domain_score: float
+    p_forgotten: float
+    top_k: List[dict]            # [{"label": ..., "score": ...}], best first
+    region: Optional[list] = None  # [x, y, w, h] in the source frame, when regions are used
+
+    @property
+    def suppressed(self) -> bool:
+        return not self.reported
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "suppressed": not self.reported}
+
+
+def describe(probs, domain_probs, decisions: Decisions, class_names: Sequence[str],
+             domain_names: Sequence[str], top_k: int = 3, regions=None) -> List[Decision]:
+    """Per-item Decision objects (with top-k classes) from the arrays `decide` returned."""
+    probs = np.asarray(probs)
+    domain_probs = np.asarray(domain_probs)
+    k = max(1, min(int(top_k), probs.shape[1]))
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    items = []
+    for i in range(len(probs)):
+        domain = int(decisions.domain[i])
+        items.append(Decision(
+            reported=bool(decisions.reported[i]),
+            reason=REASONS[int(decisions.reason[i])],
+            label=class_names[int(decisions.label[i])] if decisions.reported[i] else None,
+            score=round(float(decisions.score[i]), 6),
+            domain=domain_names[domain],
+            domain_score=round(float(domain_probs[i, domain]), 6),
+            p_forgotten=round(float(decisions.p_forgotten[i]), 6),
+            top_k=[{"label": class_names[c], "score": round(float(probs[i, c]), 6)}
+                   for c in order[i]],
+            region=[int(v) for v in regions[i]] if regions is not None else None))
+    return items

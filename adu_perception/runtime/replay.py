@@ -1,0 +1,249 @@
+"""`adu replay`: the node's predictor + decision over recorded input, without a ROS graph.
+
+Input: an image folder (searched recursively; summarised per immediate subfolder), a video
+file (OpenCV), or an MCAP recording with sensor_msgs/Image or sensor_msgs/CompressedImage
+messages (summarised per topic). Unreadable images are reported and skipped. Results go
+to stdout one line per frame, or to a JSONL file; a summary table follows.
+"""
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from . import images
+from .predictor import Predictor
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg"}
+IMAGE_SCHEMAS = {"sensor_msgs/msg/Image": images.image_msg_to_rgb,
+                 "sensor_msgs/msg/CompressedImage": images.compressed_msg_to_rgb}
+COUNT_COLUMNS = ("frames", "regions", "reported", "suppressed", "forgotten_domain",
+                 "low_confidence", "unreadable")
+
+
+class ReplayError(ValueError):
+    """The input cannot be replayed at all (missing, empty, unknown kind)."""
+
+
+@dataclass
+class Frame:
+    source: str                   # summary group: subfolder, video file name or MCAP topic
+    name: str                     # the frame within it: relative path, "frame 12", "topic #3"
+    rgb: Optional[np.ndarray]     # None when unreadable
+    error: Optional[str] = None
+    stamp: Optional[float] = None  # seconds (video position or message header stamp)
+
+
+# -- sources ------------------------------------------------------------------------------------
+
+def iter_frames(path, topics: Optional[Sequence[str]] = None) -> Iterator[Frame]:
+    path = Path(path)
+    if path.is_dir():
+        return _folder_frames(path)
+    if not path.is_file():
+        raise ReplayError(f"input not found: {path}")
+    if path.suffix.lower() == ".mcap":
+        return _mcap_frames(path, topics)
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        return _video_frames(path)
+    raise ReplayError(f"cannot replay {path}: expected a folder of images, a video "
+                      f"({', '.join(sorted(VIDEO_SUFFIXES))}) or an .mcap file")
+
+
+def _folder_frames(root: Path) -> Iterator[Frame]:
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ReplayError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
+    for file in files:
+        relative = file.relative_to(root)
+        source = relative.parts[0] if len(relative.parts) > 1 else "."
+        bgr = cv2.imread(str(file), cv2.IMREAD_COLOR)
+        if bgr is None or bgr.size == 0:
+            yield Frame(source, str(relative), None, "unreadable or corrupt image file")
+        else:
+            yield Frame(source, str(relative), cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+
+
+def _video_frames(path: Path) -> Iterator[Frame]:
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise ReplayError(f"OpenCV cannot open video {path}")
+    try:
+        index = 0
+        while True:
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            yield Frame(path.name, f"frame {index}", cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB),
+                        stamp=capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0)
+            index += 1
+    finally:
+        capture.release()
+    if index == 0:
+        raise ReplayError(f"no frames could be read from video {path}")
+
+
+def _mcap_frames(path: Path, topics: Optional[Sequence[str]]) -> Iterator[Frame]:
+    from mcap.reader import make_reader
+    from mcap_ros2.decoder import DecoderFactory
+
+    with open(path, "rb") as file:
+        reader = make_reader(file, decoder_factories=[DecoderFactory()])
+        summary = reader.get_summary()
+        if summary is not None:
+            available = {channel.topic: summary.schemas[channel.schema_id].name
+                         for channel in summary.channels.values() if channel.schema_id in summary.schemas}
+            image_topics = [t for t, schema in available.items() if schema in IMAGE_SCHEMAS]
+            if topics:
+                unknown = [t for t in topics if t not in image_topics]
+                if unknown:
+                    raise ReplayError(f"{path}: {unknown} are not image topics (image topics: "
+                                      f"{image_topics})")
+                image_topics = list(topics)
+            if not image_topics:
+                raise ReplayError(f"{path} has no sensor_msgs/Image or CompressedImage topics "
+                                  f"(topics: {available})")
+            topics = image_topics
+        counters = Counter()
+        for schema, channel, _, msg in reader.iter_decoded_messages(topics=topics):
+            convert = IMAGE_SCHEMAS.get(schema.name if schema else "")
+            if convert is None:
+                continue
+            counters[channel.topic] += 1
+            name = f"{channel.topic} #{counters[channel.topic] - 1}"
+            stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+            try:
+                yield Frame(channel.topic, name, convert(msg), stamp=stamp)
+            except images.ImageFormatError as error:
+                yield Frame(channel.topic, name, None, str(error), stamp=stamp)
+
+
+# -- replay ------------------------------------------------------------------------------------
+
+def parse_regions(texts: Optional[Sequence[str]]) -> Optional[List[images.Region]]:
+    """['x,y,w,h', ...] -> regions."""
+    if not texts:
+        return None
+    values = []
+    for text in texts:
+        parts = text.replace(";", ",").split(",")
+        try:
+            values += [int(v) for v in parts if v.strip()]
+        except ValueError:
+            raise ReplayError(f"region {text!r} is not 'x,y,w,h' in integers") from None
+    return images.regions_from_flat(values)
+
+
+def parse_grid(text: Optional[str]) -> Optional[Tuple[int, int]]:
+    """'RxC' -> (rows, cols)."""
+    if not text:
+        return None
+    try:
+        rows, cols = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ReplayError(f"grid {text!r} is not ROWSxCOLS, e.g. 2x3") from None
+    if rows < 1 or cols < 1:
+        raise ReplayError(f"grid {text!r} needs at least 1 row and 1 column")
+    return rows, cols
+
+
+def _frame_line(record: dict) -> str:
+    if "error" in record:
+        return f"{record['frame']}: SKIPPED ({record['error']})"
+    parts = []
+    for item in record["results"]:
+        where = "" if len(record["results"]) == 1 else f"[{','.join(map(str, item['region']))}] "
+        if item["reported"]:
+            parts.append(f"{where}REPORTED {item['label']} {item['score']:.2f}")
+        else:
+            parts.append(f"{where}SUPPRESSED {item['reason']} (domain {item['domain']}, "
+                         f"top {item['top_k'][0]['label']} {item['top_k'][0]['score']:.2f})")
+    return f"{record['frame']}: " + " | ".join(parts)
+
+
+def format_summary(summary: dict) -> str:
+    rows = [(source, *(counts[c] for c in COUNT_COLUMNS)) for source, counts in summary.items()]
+    totals = ("TOTAL", *(sum(counts[c] for counts in summary.values()) for c in COUNT_COLUMNS))
+    header = ("source", *COUNT_COLUMNS)
+    widths = [max(len(str(row[i])) for row in [header, *rows, totals]) for i in range(len(header))]
+    line = lambda row: "  ".join(str(v).ljust(w) if i == 0 else str(v).rjust(w)  # noqa: E731
+                                 for i, (v, w) in enumerate(zip(row, widths)))
+    rule = "-" * len(line(header))
+    return "\n".join([line(header), rule, *map(line, rows), rule, line(totals)])
+
+
+def replay(bundle, input_path, regions=None, grid=None, backend: str = "auto",
+           out=None, batch_size: int = 16, confidence: Optional[float] = None,
+           forgotten_domain: Optional[float] = None, top_k: int = 3,
+           max_frames: Optional[int] = None, topics: Optional[Sequence[str]] = None,
+           echo: Callable[[str], None] = print) -> dict:
+    """Classify every frame (or its regions / grid tiles); returns {source: Counter}."""
+    predictor = Predictor(bundle, backend=backend)
+    echo(f"bundle {predictor.bundle.path}, backend {predictor.backend}")
+    summary = {}
+    pending: List[Tuple[Frame, list]] = []
+    writer = open(out, "w") if out else None
+
+    def emit(record: dict):
+        if writer:
+            writer.write(json.dumps(record) + "\n")
+        else:
+            echo(_frame_line(record))
+
+    def flush():
+        if not pending:
+            return
+        crops = [crop for _, frame_crops in pending for _, crop in frame_crops]
+        boxes = [box for _, frame_crops in pending for box, _ in frame_crops]
+        decisions = predictor.classify(images.preprocess(crops, predictor.bundle.input_size),
+                                       confidence, forgotten_domain, top_k, regions=boxes)
+        start = 0
+        for frame, frame_crops in pending:
+            results = decisions[start:start + len(frame_crops)]
+            start += len(frame_crops)
+            counts = summary[frame.source]
+            counts["regions"] += len(results)
+            for d in results:
+                counts["reported" if d.reported else "suppressed"] += 1
+                if not d.reported:
+                    counts[d.reason] += 1
+            emit({"source": frame.source, "frame": frame.name, "stamp": frame.stamp,
+                  "results": [d.to_dict() for d in results]})
+        pending.clear()
+
+    try:
+        for index, frame in enumerate(iter_frames(input_path, topics)):
+            if max_frames is not None and index >= max_frames:
+                break
+            counts = summary.setdefault(frame.source, Counter())
+            counts["frames"] += 1
+            if frame.rgb is not None:
+                try:
+                    height, width = frame.rgb.shape[:2]
+                    boxes = regions or (images.grid_regions(width, height, *grid) if grid else None)
+                    pending.append((frame, images.crop_regions(frame.rgb, boxes)))
+                except images.ImageFormatError as error:
+                    frame.error = str(error)
+            if frame.error:
+                counts["unreadable"] += 1
+                log.warning("skipping %s: %s", frame.name, frame.error)
+                flush()  # keep the output in input order
+                emit({"source": frame.source, "frame": frame.name, "stamp": frame.stamp,
+                      "error": frame.error})
+            if sum(len(c) for _, c in pending) >= batch_size:
+                flush()
+        flush()
+    finally:
+        if writer:
+            writer.close()
+    if out:
+        echo(f"results written to {out}")
+    echo(format_summary(summary))
+    return summary

@@ -1,0 +1,1 @@
+"""demo stage of adu_perception."""

@@ -1,0 +1,1 @@
+"""ros_node stage of adu_perception."""

@@ -1,0 +1,98 @@
+"""CLI for the runtime / ROS stage: `adu replay` and `adu benchmark node`.
+
+Light module: numpy, OpenCV, ONNX Runtime and rclpy are imported only when a command runs,
+so `adu --help` stays fast and works on an edge image without ROS.
+"""
+
+
+def _user_error(error):
+    from adu_perception.cli import CommandError
+
+    return CommandError(str(error))
+
+
+def replay_command(args) -> int:
+    from adu_perception.runtime.predictor import BackendError
+    from adu_perception.runtime.replay import parse_grid, parse_regions, replay
+
+    try:
+        replay(args.bundle, args.input, regions=parse_regions(args.regions),
+               grid=parse_grid(args.grid), backend=args.backend, out=args.out,
+               batch_size=args.batch_size, confidence=args.confidence,
+               forgotten_domain=args.forgotten_threshold, top_k=args.top_k,
+               max_frames=args.max_frames, topics=args.topics)
+    except BackendError as error:
+        raise _user_error(error) from None
+    return 0
+
+
+def node_benchmark_command(args) -> int:
+    from adu_perception.runtime.predictor import BackendError
+
+    from .node_benchmark import run_benchmark
+
+    try:
+        run_benchmark(args.bundle, frames=args.frames, warmup=args.warmup, backend=args.backend,
+                      frame_size=args.frame_size, json_out=args.json)
+    except BackendError as error:
+        raise _user_error(error) from None
+    return 0
+
+
+def _backends():
+    # The list lives in the predictor, but importing it would pull numpy into `adu --help`.
+    return ("auto", "onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt")
+
+
+def register(subparsers) -> None:
+    replay = subparsers.add_parser(
+        "replay", help="run a bundle over an image folder, a video or an MCAP recording",
+        description="Classify recorded frames exactly as the ROS node would (same conversion, "
+        "preprocessing, predictor and decision rule) and summarise reported vs suppressed "
+        "per source folder / video / topic. Unreadable images are reported and skipped.")
+    replay.add_argument("--bundle", required=True, help="bundle folder written by `adu export`")
+    replay.add_argument("--input", required=True,
+                        help="image folder (recursive; summary per immediate subfolder), video "
+                        "file (.mp4, .avi, ...), or .mcap with sensor_msgs/Image or "
+                        "CompressedImage messages")
+    where = replay.add_mutually_exclusive_group()
+    where.add_argument("--regions", nargs="+", metavar="X,Y,W,H",
+                       help="classify these pixel regions of each frame instead of the whole frame")
+    where.add_argument("--grid", metavar="RxC", help="classify each tile of an R x C grid, e.g. 2x3")
+    replay.add_argument("--backend", default="auto", choices=_backends(),
+                        help="inference backend (default: %(default)s, the best available)")
+    replay.add_argument("--out", metavar="FILE.jsonl",
+                        help="write one JSON line per frame here instead of printing each frame")
+    replay.add_argument("--topics", nargs="+", metavar="TOPIC",
+                        help="MCAP only: replay these image topics (default: all image topics)")
+    replay.add_argument("--confidence", type=float,
+                        help="confidence threshold (default: the bundle's)")
+    replay.add_argument("--forgotten-threshold", type=float,
+                        help="forgotten-domain threshold (default: the bundle's)")
+    replay.add_argument("--top-k", type=int, default=3,
+                        help="classes listed per result (default: %(default)s)")
+    replay.add_argument("--batch-size", type=int, default=16,
+                        help="crops per inference call (default: %(default)s)")
+    replay.add_argument("--max-frames", type=int, help="stop after this many frames")
+    replay.set_defaults(func=replay_command)
+
+
+def register_benchmarks(subparsers) -> None:
+    node = subparsers.add_parser(
+        "node", help="end-to-end ROS node latency vs bare inference",
+        description="Publish sensor_msgs/Image frames to an in-process classifier node and time "
+        "publish -> JSON result, against the same predictor's bare batch-1 inference on the same "
+        "machine. Frames are real driving crops from ../shared/data/driving_crops/vehicles when "
+        "present, else random. Publishes slower than inference, so it measures latency, not "
+        "queueing.")
+    node.add_argument("--bundle", required=True, help="bundle folder written by `adu export`")
+    node.add_argument("--frames", type=int, default=200, help="timed frames (default: %(default)s)")
+    node.add_argument("--warmup", type=int, default=20,
+                      help="untimed frames first (default: %(default)s)")
+    node.add_argument("--backend", default="auto", choices=_backends(),
+                      help="inference backend (default: %(default)s)")
+    node.add_argument("--frame-size", metavar="WxH",
+                      help="resize frames to this camera size, e.g. 640x480 (default: the crops' "
+                      "own size)")
+    node.add_argument("--json", metavar="FILE", help="also write the numbers as JSON here")
+    node.set_defaults(func=node_benchmark_command)

@@ -1,0 +1,194 @@
+"""`adu benchmark node`: what the ROS node adds on top of bare inference.
+
+An in-process ClassifierNode and a client node, each spun by its own executor thread. The client publishes a
+sensor_msgs/Image (bgr8, like a camera driver), waits for the JSON result, pauses, and
+publishes the next, so every frame meets an idle node: this measures latency, not queueing.
+The node's own predictor times bare inference at batch 1 on the same preprocessed frames:
+back to back, and interleaved with the node's frames at the same pace (so both see the same
+machine load, and an idle inference thread pool wakes up alike for both).
+Overhead = end-to-end median / interleaved bare median - 1 (goal: <= 15%).
+"""
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+import cv2
+import numpy as np
+
+from adu_perception.runtime.images import preprocess
+
+OVERHEAD_GOAL = 0.15
+CROPS = Path("data") / "driving_crops" / "vehicles"
+
+
+def _shared_crops(limit: int = 64):
+    """Real camera crops from ../shared (next to the working directory or the source tree)."""
+    for shared in (Path.cwd().parent / "shared", Path(__file__).resolve().parents[2] / "shared"):
+        files = sorted((shared / CROPS).glob("*.png"))[:limit]
+        frames = [cv2.cvtColor(image, cv2.COLOR_BGR2RGB) for image in map(cv2.imread, map(str, files))
+                  if image is not None]
+        if frames:
+            return frames, f"{len(frames)} real driving crops from {shared / CROPS}"
+    return None, None
+
+
+def load_frames(frame_size: Optional[str]):
+    frames, description = _shared_crops()
+    if frames is None:
+        rng = np.random.default_rng(0)
+        frames = [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(16)]
+        description = "16 random 64x64 frames (shared driving crops not found)"
+    if frame_size:
+        width, height = (int(v) for v in frame_size.lower().split("x"))
+        frames = [cv2.resize(f, (width, height), interpolation=cv2.INTER_CUBIC) for f in frames]
+        description += f", resized to {width}x{height}"
+    return frames, description
+
+
+def _summary(milliseconds) -> dict:
+    values = np.asarray(milliseconds, dtype=float)
+    return {"median_ms": float(np.median(values)), "p95_ms": float(np.percentile(values, 95)),
+            "n": int(len(values))}
+
+
+def _time_predict(predictor, batches, warmup: int, frames: int) -> dict:
+    """Milliseconds per predict() call at batch 1, back to back."""
+    times = []
+    for i in range(warmup + frames):
+        started = time.perf_counter()
+        predictor.predict(batches[i % len(batches)])
+        if i >= warmup:
+            times.append((time.perf_counter() - started) * 1000)
+    return _summary(times)
+
+
+def _image_msg(rgb: np.ndarray, frame_id: str):
+    from sensor_msgs.msg import Image
+
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    msg = Image(height=bgr.shape[0], width=bgr.shape[1], encoding="bgr8", step=bgr.shape[1] * 3,
+                data=bgr.tobytes())
+    msg.header.frame_id = frame_id
+    return msg
+
+
+def run_benchmark(bundle, frames: int = 200, warmup: int = 20, backend: str = "auto",
+                  frame_size: Optional[str] = None, json_out=None, echo=print) -> dict:
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import String
+
+    from .classifier_node import ClassifierNode
+
+    images, description = load_frames(frame_size)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = ClassifierNode(context=context, namespace="/adu_benchmark", parameter_overrides=[
+            Parameter("bundle", value=str(bundle)), Parameter("backend", value=backend),
+            Parameter("publish_overlay", value=False)])
+        client = rclpy.create_node("benchmark_client", namespace="/adu_benchmark", context=context)
+        answered, arrival = threading.Event(), {}
+
+        def on_result(msg):
+            arrival[json.loads(msg.data)["frame_id"]] = time.perf_counter()
+            answered.set()
+
+        camera = client.create_publisher(Image, "image", 10)
+        client.create_subscription(String, "classifier_node/classification", on_result, 10)
+        # Each node spun by its own single-threaded executor, as `ros2 run` / rclpy.spin would.
+        executors = [SingleThreadedExecutor(context=context) for _ in range(2)]
+        executors[0].add_node(node)
+        executors[1].add_node(client)
+        spinners = [threading.Thread(target=e.spin, daemon=True) for e in executors]
+        for spinner in spinners:
+            spinner.start()
+        try:
+            deadline = time.monotonic() + 10
+            while camera.get_subscription_count() == 0 or client.count_publishers(
+                    "/adu_benchmark/classifier_node/classification") == 0:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the benchmark client never discovered the node")
+                time.sleep(0.01)
+
+            # Bare inference: the node's own predictor, batch 1, same frames preprocessed.
+            predictor = node.predictor
+            batches = [preprocess([rgb], predictor.bundle.input_size) for rgb in images]
+            bare_stats = _time_predict(predictor, batches, warmup, frames)
+            # Idle gap between frames: the node is never busy when the next frame arrives.
+            gap = max(0.005, 2 * bare_stats["median_ms"] / 1000)
+
+            paced, end_to_end, lost = [], [], 0
+            messages = [_image_msg(rgb, "") for rgb in images]
+            for i in range(warmup + frames):
+                started = time.perf_counter()
+                predictor.predict(batches[i % len(batches)])
+                if i >= warmup:
+                    paced.append((time.perf_counter() - started) * 1000)
+                time.sleep(gap)
+                msg = messages[i % len(messages)]
+                msg.header.frame_id = f"frame{i}"
+                msg.header.stamp = client.get_clock().now().to_msg()
+                answered.clear()
+                started = time.perf_counter()
+                camera.publish(msg)
+                if not answered.wait(timeout=5.0) or msg.header.frame_id not in arrival:
+                    lost += 1
+                    continue
+                if i >= warmup:
+                    end_to_end.append((arrival[msg.header.frame_id] - started) * 1000)
+                time.sleep(gap)
+            node_stats = node.stats()
+            paced_stats = _summary(paced)
+            chosen = predictor.backend
+        finally:
+            for executor, spinner in zip(executors, spinners):
+                executor.shutdown()
+                spinner.join(timeout=5)
+            node.destroy_node()
+            client.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
+
+    if not end_to_end:
+        raise RuntimeError("no frame was answered by the node")
+    e2e = _summary(end_to_end)
+    ratio = e2e["median_ms"] / paced_stats["median_ms"]
+    result = {
+        "bundle": str(bundle), "backend": chosen, "frames": description,
+        "input_size": predictor.bundle.input_size, "lost_frames": lost,
+        "bare_inference": bare_stats, "bare_inference_paced": paced_stats,
+        "frame_gap_ms": gap * 1000,
+        "node_processing": {"median_ms": node_stats["latency_p50_ms"],
+                            "p95_ms": node_stats["latency_p95_ms"]},
+        "end_to_end": e2e,
+        "overhead_ratio": ratio, "overhead_goal": 1 + OVERHEAD_GOAL,
+        "overhead_goal_met": ratio <= 1 + OVERHEAD_GOAL,
+    }
+    echo(format_table(result))
+    if json_out:
+        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_out).write_text(json.dumps(result, indent=2) + "\n")
+        echo(f"JSON written to {json_out}")
+    return result
+
+
+def format_table(result: dict) -> str:
+    rows = [("bare inference (batch 1, back to back)", result["bare_inference"]),
+            ("bare inference (batch 1, between node frames)",
+             result["bare_inference_paced"]),
+            ("node processing (receive -> publish)", result["node_processing"]),
+            ("end to end (publish -> JSON received)", result["end_to_end"])]
+    lines = [f"node benchmark: {result['bundle']}", f"backend {result['backend']}, input "
+             f"{result['input_size']} px, frames: {result['frames']}",
+             f"{'measure':40s} {'median ms':>10s} {'p95 ms':>10s}"]
+    lines += [f"{name:40s} {v['median_ms']:10.3f} {v['p95_ms']:10.3f}" for name, v in rows]
+    overhead = result["overhead_ratio"] - 1
+    lines.append(f"overhead: end to end / interleaved bare = {result['overhead_ratio']:.2f}x ({overhead:+.0%}); "
+                 f"goal <= +{OVERHEAD_GOAL:.0%}: {'met' if result['overhead_goal_met'] else 'NOT met'}"
+                 + (f"; {result['lost_frames']} frames lost" if result["lost_frames"] else ""))
+    return "\n".join(lines)

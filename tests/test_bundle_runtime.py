@@ -1,0 +1,246 @@
+"""runtime/bundle.py, decision.py, predictor.py: load and refuse bundles, the decision rule on
+hand-made arrays, real ONNX Runtime inference, backend selection and engine matching."""
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from adu_perception.runtime.bundle import BundleError, load_bundle
+from adu_perception.runtime.decision import (FORGOTTEN_DOMAIN, LOW_CONFIDENCE, REPORTED, decide,
+                                             describe)
+from adu_perception.runtime.images import preprocess
+from adu_perception.runtime.predictor import BackendError, Predictor, find_engine
+from ros_conftest_helpers import (color_bundle, copy_bundle, runtime_bundle,  # noqa: F401 (fixtures)
+                                  solid, write_color_bundle)
+
+
+def edit_manifest(folder, **changes):
+    path = folder / "manifest.json"
+    manifest = json.loads(path.read_text())
+    for key, value in changes.items():
+        if value is None:
+            del manifest[key]
+        else:
+            manifest[key] = value
+    path.write_text(json.dumps(manifest))
+    return manifest
+
+
+# -- loading ----------------------------------------------------------------------------------
+
+def test_valid_bundle_loads_with_manifest_fields(runtime_bundle):
+    bundle = load_bundle(runtime_bundle)
+    manifest = json.loads((runtime_bundle / "manifest.json").read_text())
+    assert bundle.class_names == tuple(manifest["class_names"])
+    assert bundle.input_size == manifest["input_size"]
+    assert bundle.confidence_threshold == manifest["thresholds"]["confidence"]
+    assert bundle.forgotten_mask.tolist() == [d in manifest["forgotten_domains"]
+                                              for d in manifest["domain_names"]]
+
+
+def test_missing_folder_file_and_manifest_are_refused(tmp_path, runtime_bundle):
+    with pytest.raises(BundleError, match="bundle folder not found"):
+        load_bundle(tmp_path / "nope")
+    with pytest.raises(BundleError, match="empty path"):
+        load_bundle("")
+    with pytest.raises(BundleError, match="not a folder"):
+        load_bundle(runtime_bundle / "manifest.json")
+    with pytest.raises(BundleError, match="manifest missing"):
+        load_bundle(tmp_path)
+    broken = copy_bundle(runtime_bundle, tmp_path / "no_model")
+    (broken / "model.onnx").unlink()
+    with pytest.raises(BundleError, match=r"model file missing: .*model\.onnx"):
+        load_bundle(broken)
+
+
+def test_unparsable_manifest_and_missing_keys_are_refused(tmp_path, runtime_bundle):
+    bad_json = copy_bundle(runtime_bundle, tmp_path / "bad_json")
+    (bad_json / "manifest.json").write_text('{"format": "adu-bundle",')
+    with pytest.raises(BundleError, match=r"cannot parse .*manifest\.json"):
+        load_bundle(bad_json)
+    missing = copy_bundle(runtime_bundle, tmp_path / "missing")
+    edit_manifest(missing, class_names=None, thresholds=None)
+    with pytest.raises(BundleError, match="lacks required keys: class_names, thresholds"):
+        load_bundle(missing)
+    version = copy_bundle(runtime_bundle, tmp_path / "version")
+    edit_manifest(version, format_version=99)
+    with pytest.raises(BundleError, match="format_version 99"):
+        load_bundle(version)
+
+
+def test_edited_onnx_fails_the_sha256_check(tmp_path, runtime_bundle):
+    edited = copy_bundle(runtime_bundle, tmp_path / "edited")
+    with open(edited / "model.onnx", "ab") as file:
+        file.write(b"\0")
+    with pytest.raises(BundleError, match=r"sha256 mismatch: .*model\.onnx"):
+        load_bundle(edited)
+
+
+@pytest.mark.parametrize("change, problem", [
+    (lambda m: {"class_names": m["class_names"] + ["extra"]}, r"output probs has shape .* class"),
+    (lambda m: {"domain_names": m["domain_names"] + ["extra"]}, r"output domain_probs .* domain"),
+    (lambda m: {"input_size": m["input_size"] + 8}, "disagrees with manifest input_size"),
+    (lambda m: {"embedding_dim": m["embedding_dim"] + 1}, r"output embeddings .* embedding"),
+    (lambda m: {"forgotten_domains": ["no_such_domain"]}, "not in domain_names"),
+    (lambda m: {"input_name": "pixels"}, "graph inputs are"),
+    (lambda m: {"thresholds": {**m["thresholds"], "confidence": 1.5}}, "thresholds.confidence"),
+])
+def test_manifest_disagreeing_with_the_graph_is_refused(tmp_path, runtime_bundle, change, problem):
+    folder = copy_bundle(runtime_bundle, tmp_path / "mismatch")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    edit_manifest(folder, **change(manifest))
+    with pytest.raises(BundleError, match=problem):
+        load_bundle(folder)
+
+
+def test_without_the_onnx_package_the_graph_is_read_with_onnxruntime(tmp_path, runtime_bundle,
+                                                                       monkeypatch):
+    from adu_perception.runtime.bundle import _graph_io_onnxruntime, graph_io
+
+    model = runtime_bundle / "model.onnx"
+    assert _graph_io_onnxruntime(model) == graph_io(model)
+    monkeypatch.setitem(sys.modules, "onnx", None)  # an edge image without onnx
+    assert load_bundle(runtime_bundle).input_size > 0
+    folder = copy_bundle(runtime_bundle, tmp_path / "mismatch")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    edit_manifest(folder, class_names=manifest["class_names"] + ["extra"])
+    with pytest.raises(BundleError, match="output probs has shape"):
+        load_bundle(folder)
+
+
+# -- decision rule ----------------------------------------------------------------------------
+
+DOMAINS = ["photo", "cartoon", "sketch"]
+FORGOTTEN = np.array([False, True, True])
+
+
+def test_decision_rule_on_hand_made_arrays():
+    probs = np.array([[0.7, 0.2, 0.1],    # confident, photo            -> reported, class 0
+                      [0.1, 0.8, 0.1],    # confident but cartoon+sketch = 0.65 -> forgotten
+                      [0.4, 0.35, 0.25],  # photo, max 0.4 < 0.5        -> low confidence
+                      [0.5, 0.3, 0.2],    # max == confidence: not below -> reported
+                      [0.2, 0.2, 0.6]])   # forgotten sum == threshold  -> forgotten (>=)
+    domains = np.array([[0.9, 0.05, 0.05],
+                        [0.35, 0.15, 0.5],
+                        [0.8, 0.1, 0.1],
+                        [0.9, 0.1, 0.0],
+                        [0.4, 0.4, 0.2]])
+    result = decide(probs, domains, FORGOTTEN, confidence=0.5, forgotten_domain=0.6)
+    assert result.reason.tolist() == [REPORTED, FORGOTTEN_DOMAIN, LOW_CONFIDENCE, REPORTED,
+                                      FORGOTTEN_DOMAIN]
+    assert result.reported.tolist() == [True, False, False, True, False]
+    assert result.label.tolist() == [0, 1, 0, 0, 2]
+    np.testing.assert_allclose(result.score, [0.7, 0.8, 0.4, 0.5, 0.6])
+    np.testing.assert_allclose(result.p_forgotten, [0.1, 0.65, 0.2, 0.1, 0.6])
+    # Suppressed for a forgotten domain: the most likely *forgotten* domain is reported, even
+    # where a memorized domain has the single highest probability (row 1: sketch; row 4: cartoon).
+    assert result.domain.tolist() == [0, 2, 0, 0, 1]
+
+
+def test_rule_one_needs_a_forgotten_domain_and_shapes_are_checked():
+    probs, domains = np.array([[0.9, 0.1]]), np.array([[0.5, 0.5]])
+    result = decide(probs, domains, np.array([False, False]), confidence=0.5, forgotten_domain=0.0)
+    assert result.reported.tolist() == [True]
+    with pytest.raises(ValueError, match="forgotten_mask"):
+        decide(probs, domains, FORGOTTEN, 0.5, 0.5)
+    with pytest.raises(ValueError, match="same N"):
+        decide(probs, np.ones((2, 2)) / 2, np.array([False, True]), 0.5, 0.5)
+
+
+def test_describe_gives_top_k_and_json_ready_items():
+    probs = np.array([[0.1, 0.6, 0.3], [0.2, 0.2, 0.6]])
+    domains = np.array([[1.0, 0.0, 0.0], [0.0, 0.1, 0.9]])
+    result = decide(probs, domains, FORGOTTEN, 0.5, 0.5)
+    items = describe(probs, domains, result, ["car", "bus", "sign"], DOMAINS, top_k=2,
+                     regions=[(0, 0, 10, 10), (10, 0, 10, 10)])
+    first, second = (item.to_dict() for item in items)
+    assert first["label"] == "bus" and not first["suppressed"] and first["reason"] == "reported"
+    assert [t["label"] for t in first["top_k"]] == ["bus", "sign"]
+    assert first["region"] == [0, 0, 10, 10]
+    assert second["label"] is None and second["suppressed"] and second["domain"] == "sketch"
+    assert second["top_k"][0] == {"label": "sign", "score": 0.6}
+    json.dumps(first)  # plain JSON types only
+
+
+# -- predictor --------------------------------------------------------------------------------
+
+def test_predictor_runs_the_graph_on_cpu(runtime_bundle):
+    predictor = Predictor(runtime_bundle, backend="auto")
+    bundle = predictor.bundle
+    assert predictor.backend == "onnxruntime-cpu"  # no GPU provider on this machine
+    rng = np.random.default_rng(0)
+    batch = rng.integers(0, 256, (3, bundle.input_size, bundle.input_size, 3), dtype=np.uint8)
+    out = predictor.predict(batch)
+    assert out["probs"].shape == (3, len(bundle.class_names))
+    assert out["domain_probs"].shape == (3, len(bundle.domain_names))
+    assert out["embeddings"].shape == (3, bundle.embedding_dim)
+    np.testing.assert_allclose(out["probs"].sum(1), 1, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(out["embeddings"], axis=1), 1, atol=1e-4)
+    single = predictor.predict(batch[1:2])  # batch-independent
+    np.testing.assert_allclose(single["probs"], out["probs"][1:2], atol=1e-5)
+    with pytest.raises(ValueError, match="uint8"):
+        predictor.predict(batch.astype(np.float32))
+    with pytest.raises(ValueError, match="uint8"):
+        predictor.predict(batch[:, :8])
+
+
+def test_colour_bundle_decisions_end_to_end(color_bundle):
+    predictor = Predictor(color_bundle, backend="onnxruntime-cpu")
+    batch = preprocess([solid((20, 200, 30)), solid((210, 20, 20)), solid((128, 128, 128))], 32)
+    real, illustration, unsure = predictor.classify(batch)
+    assert (real.reported, real.label, real.domain) == (True, "car", "photo")
+    assert (illustration.reason, illustration.domain) == ("forgotten_domain", "cartoon")
+    assert unsure.reason == "low_confidence"
+    # Thresholds passed in override the bundle's: nothing is confident enough at 1.0.
+    assert not predictor.classify(batch[:1], confidence=1.0)[0].reported
+
+
+def test_unavailable_backends_are_refused_clearly(runtime_bundle):
+    import onnxruntime
+
+    with pytest.raises(BackendError, match="unknown backend 'gpu'"):
+        Predictor(runtime_bundle, backend="gpu")
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        with pytest.raises(BackendError, match="CUDAExecutionProvider"):
+            Predictor(runtime_bundle, backend="onnxruntime-cuda")
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        with pytest.raises(BackendError, match="needs the `tensorrt` Python package"):
+            Predictor(runtime_bundle, backend="tensorrt")
+
+
+def test_auto_ignores_an_engine_it_cannot_use(tmp_path, color_bundle):
+    folder = copy_bundle(color_bundle, tmp_path / "with_engine")
+    sha = load_bundle(folder).model_sha256
+    (folder / f"engine-{sha[:12]}-trt10.9.0-nvidia-h100-sm90-fp16.plan").write_bytes(b"not a plan")
+    assert Predictor(folder, backend="auto").backend.startswith("onnxruntime")
+
+
+def test_engine_lookup_matches_model_tensorrt_and_gpu(tmp_path, color_bundle):
+    folder = copy_bundle(color_bundle, tmp_path / "engines")
+    bundle = load_bundle(folder)
+    sha = bundle.model_sha256
+    name = f"engine-{sha[:12]}-trt10.9.0-nvidia-h100-80gb-hbm3-sm90-fp16.plan"
+    # Built for another GPU: refused, naming what is there and how to build the right one.
+    (folder / name).write_bytes(b"plan")
+    with pytest.raises(BackendError, match=r"built for another model, TensorRT or GPU.*adu engine"):
+        find_engine(bundle, "10.9.0", "NVIDIA L4", (8, 9))
+    # The right name but no sidecar: cannot tell what it is, refused.
+    with pytest.raises(BackendError, match="no sidecar"):
+        find_engine(bundle, "10.9.0", "NVIDIA H100 80GB HBM3", (9, 0))
+    sidecar = {"onnx_sha256": sha, "tensorrt_version": "10.9.0", "gpu_name": "NVIDIA H100 80GB HBM3",
+               "compute_capability": [9, 0], "precision": "fp16"}
+    (folder / name.replace(".plan", ".json")).write_text(json.dumps(sidecar))
+    assert find_engine(bundle, "10.9.0", "NVIDIA H100 80GB HBM3", (9, 0)).name == name
+    # A sidecar recording another model is refused even under the right name.
+    (folder / name.replace(".plan", ".json")).write_text(json.dumps({**sidecar, "onnx_sha256": "0" * 64}))
+    with pytest.raises(BackendError, match="onnx_sha256"):
+        find_engine(bundle, "10.9.0", "NVIDIA H100 80GB HBM3", (9, 0))
+
+
+def test_bundle_written_for_another_input_size_still_validates(tmp_path):
+    bundle = load_bundle(write_color_bundle(tmp_path / "b48", input_size=48))
+    assert bundle.input_size == 48
+    assert Predictor(bundle).predict(np.zeros((1, 48, 48, 3), np.uint8))["probs"].shape == (1, 3)

@@ -1,0 +1,334 @@
+"""The ROS 2 classifier node, in-process with real rclpy (Fast DDS) and real ONNX Runtime:
+every encoding answered with the header copied, bad frames skipped without stopping it,
+regions, run-time parameters, overlay, diagnostics, overload (newest frame only), start-up
+failures, and no torch import."""
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import cv2
+import numpy as np
+import psutil
+import pytest
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import String
+
+from adu_perception.ros_node.classifier_node import ClassifierNode
+from adu_perception.runtime.bundle import BundleError
+from adu_perception.runtime.images import preprocess
+from adu_perception.runtime.predictor import Predictor
+from ros_conftest_helpers import (color_bundle, driving_crops, expected_rgb, image_msg,  # noqa: F401
+                                  ros_domain, runtime_bundle, solid)
+
+TIMEOUT = 10.0
+
+
+@pytest.fixture(scope="module")
+def ros(ros_domain):
+    rclpy.init()
+    yield
+    rclpy.shutdown()
+
+
+class Harness:
+    """A ClassifierNode plus a tester node (camera publisher, result/overlay/diagnostics
+    subscribers), spun by a MultiThreadedExecutor in a background thread."""
+
+    def __init__(self, namespace: str, bundle, watch_overlay: bool = False, **parameters):
+        overrides = [Parameter("bundle", value=str(bundle))] + \
+            [Parameter(name, value=value) for name, value in parameters.items()]
+        self.node = ClassifierNode(namespace=namespace, parameter_overrides=overrides)
+        self.tester = rclpy.create_node("tester", namespace=namespace)
+        image_type, topic = ((CompressedImage, "image/compressed") if parameters.get("compressed")
+                             else (Image, "image"))
+        self.camera = self.tester.create_publisher(image_type, topic, 10)
+        self.results, self.overlays, self.diagnostics = [], [], []
+        self.cond = threading.Condition()
+        base = f"{namespace}/classifier_node"
+        self.tester.create_subscription(String, f"{base}/classification",
+                                        lambda m: self._add(self.results, json.loads(m.data)), 50)
+        if watch_overlay:  # only when asked: the node draws overlays only for subscribers
+            self.tester.create_subscription(Image, f"{base}/overlay",
+                                            lambda m: self._add(self.overlays, m), 10)
+        self.tester.create_subscription(DiagnosticArray, "/diagnostics",
+                                        lambda m: self._add(self.diagnostics, m), 50)
+        self.executor = MultiThreadedExecutor(num_threads=2)
+        self.executor.add_node(self.node)
+        self.executor.add_node(self.tester)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+        self.wait(lambda: self.camera.get_subscription_count() > 0, "node subscribed to the camera")
+
+    def _add(self, items, value):
+        with self.cond:
+            items.append(value)
+            self.cond.notify_all()
+
+    def wait(self, predicate, what: str, timeout: float = TIMEOUT):
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while not predicate():
+                left = deadline - time.monotonic()
+                assert left > 0, f"timed out waiting for: {what}"
+                self.cond.wait(min(left, 0.05))
+
+    def answer(self, frame_id: str, timeout: float = TIMEOUT) -> dict:
+        """The JSON result for the frame published with this frame_id."""
+        found = []
+
+        def match():
+            found[:] = [r for r in self.results if r["frame_id"] == frame_id]
+            return bool(found)
+
+        self.wait(match, f"result for frame {frame_id!r}", timeout)
+        return found[0]
+
+    def ask(self, msg) -> dict:
+        self.camera.publish(msg)
+        return self.answer(msg.header.frame_id)
+
+    def set(self, **parameters):
+        return self.node.set_parameters([Parameter(k, value=v) for k, v in parameters.items()])
+
+    def close(self):
+        self.executor.shutdown()
+        self.thread.join(timeout=5)
+        self.node.destroy_node()
+        self.tester.destroy_node()
+
+
+@pytest.fixture
+def harness_factory(ros):
+    made = []
+
+    def make(namespace, bundle, watch_overlay=False, **parameters):
+        made.append(Harness(namespace, bundle, watch_overlay, **parameters))
+        return made[-1]
+
+    yield make
+    for harness in made:
+        harness.close()
+
+
+def random_frame(seed: int, width: int = 80, height: int = 60) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+ENCODING_CASES = [("rgb8", 0), ("bgr8", 0), ("rgba8", 0), ("bgra8", 0), ("mono8", 0),
+                  ("yuv422", 0), ("yuyv", 0), ("bgr8", 13), ("mono8", 3), ("yuv422", 6)]
+
+
+def test_every_encoding_is_answered_with_the_header_copied(harness_factory, runtime_bundle):
+    harness = harness_factory("/enc", runtime_bundle, top_k=2)
+    predictor = Predictor(runtime_bundle)
+    for index, (encoding, padding) in enumerate(ENCODING_CASES):
+        rgb = random_frame(index)
+        frame_id = f"cam_{encoding}_pad{padding}"
+        result = harness.ask(image_msg(rgb, encoding, padding, stamp=(1000 + index, 777 + index),
+                                       frame_id=frame_id))
+        assert result["stamp"] == {"sec": 1000 + index, "nanosec": 777 + index}
+        assert (result["width"], result["height"]) == (80, 60)
+        assert result["backend"] == "onnxruntime-cpu"
+        (item,) = result["results"]
+        assert item["region"] == [0, 0, 80, 60]
+        assert len(item["top_k"]) == min(2, len(predictor.bundle.class_names))
+        assert set(item) >= {"label", "score", "suppressed", "reason", "domain", "top_k", "region"}
+        # The node's answer is exactly what the runtime says about the decoded frame.
+        (direct,) = predictor.classify(preprocess([expected_rgb(rgb, encoding)],
+                                                  predictor.bundle.input_size), top_k=2)
+        assert (item["reason"], item["label"], item["domain"]) == (direct.reason, direct.label,
+                                                                   direct.domain), encoding
+        assert item["score"] == pytest.approx(direct.score, abs=1e-5)
+        assert item["suppressed"] == (not direct.reported)
+    assert harness.node.stats()["invalid"] == 0
+
+
+def test_real_camera_crop_is_classified_like_the_runtime(harness_factory, runtime_bundle):
+    path = driving_crops("vehicles", limit=1)[0]
+    rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+    harness = harness_factory("/real", runtime_bundle)
+    result = harness.ask(image_msg(rgb, "bgr8", frame_id="kitti_crop"))
+    predictor = Predictor(runtime_bundle)
+    (direct,) = predictor.classify(preprocess([rgb], predictor.bundle.input_size))
+    assert result["results"][0]["reason"] == direct.reason
+    assert result["results"][0]["score"] == pytest.approx(direct.score, abs=1e-5)
+
+
+def test_malformed_frames_are_skipped_and_counted_and_the_node_keeps_answering(
+        harness_factory, runtime_bundle):
+    harness = harness_factory("/bad", runtime_bundle, diagnostics_period=0.2)
+    good = image_msg(random_frame(1), "rgb8", frame_id="good_before")
+    harness.ask(good)
+    bayer = image_msg(random_frame(2), "rgb8", frame_id="bayer")
+    bayer.encoding = "bayer_rggb8"
+    short = image_msg(random_frame(3), "bgr8", frame_id="short")
+    short.data = bytes(short.data)[:-5]
+    empty = Image(encoding="rgb8")  # 0 x 0, no data
+    empty.header.frame_id = "empty"
+    bad_step = image_msg(random_frame(4), "rgb8", frame_id="bad_step")
+    bad_step.step = 10
+    for count, msg in enumerate((bayer, short, empty, bad_step), start=1):
+        harness.camera.publish(msg)  # one at a time, so none is dropped as stale
+        harness.wait(lambda: harness.node.stats()["invalid"] == count,
+                     f"frame {msg.header.frame_id!r} counted invalid")
+    after = harness.ask(image_msg(random_frame(5), "bgr8", frame_id="good_after"))
+    assert after["results"]
+    assert not any(r["frame_id"] in ("bayer", "short", "empty", "bad_step") for r in harness.results)
+
+    def reported():
+        """Diagnostics values once they count the 4 bad frames and both good ones."""
+        for array in harness.diagnostics:
+            for status in array.status:
+                values = {kv.key: kv.value for kv in status.values}
+                if status.name.startswith("classifier_node") and values.get("frames_invalid") == "4" \
+                        and values.get("frames_processed") == "2":
+                    return values
+        return None
+
+    harness.wait(lambda: reported() is not None, "diagnostics counting 4 invalid, 2 processed")
+    values = reported()
+    assert values["backend"] == "onnxruntime-cpu"
+    assert values["frames_received"] == "6" and values["frames_dropped"] == "0"
+    assert float(values["latency_p50_ms"]) > 0
+    assert {"latency_p95_ms", "latency_p99_ms", "processing_rate_hz"} <= set(values)
+
+
+def billboard_and_car(width=200, height=100) -> np.ndarray:
+    """Left half: a red poster (the colour bundle's forgotten 'cartoon' domain);
+    right half: a green real car (photo, class car)."""
+    frame = solid((210, 20, 20), width, height)
+    frame[:, width // 2:] = (20, 200, 30)
+    return frame
+
+
+def test_regions_grid_parameters_and_overlay(harness_factory, color_bundle):
+    harness = harness_factory("/regions", color_bundle, watch_overlay=True,
+                              regions=[0, 0, 100, 100, 100, 0, 100, 100])
+    poster, car = harness.ask(image_msg(billboard_and_car(), "bgr8", frame_id="f1"))["results"]
+    assert poster["region"] == [0, 0, 100, 100] and poster["suppressed"]
+    assert (poster["reason"], poster["domain"]) == ("forgotten_domain", "cartoon")
+    assert car["region"] == [100, 0, 100, 100] and not car["suppressed"]
+    assert (car["label"], car["domain"]) == ("car", "photo")
+
+    # Run-time changes: the same two halves as a 1x2 grid; then a stricter confidence.
+    assert all(r.successful for r in harness.set(regions=[], grid_rows=1, grid_cols=2))
+    poster, car = harness.ask(image_msg(billboard_and_car(), "rgb8", frame_id="f2"))["results"]
+    assert (poster["region"], poster["suppressed"]) == ([0, 0, 100, 100], True)
+    assert (car["region"], car["label"]) == ([100, 0, 100, 100], "car")
+    assert all(r.successful for r in harness.set(confidence_threshold=1.0))
+    _, car = harness.ask(image_msg(billboard_and_car(), "rgb8", frame_id="f3"))["results"]
+    assert (car["suppressed"], car["reason"]) == (True, "low_confidence")
+
+    # Invalid values are refused with a reason and leave the node as it was.
+    (bad_range,) = harness.set(confidence_threshold=1.5)
+    (bad_regions,) = harness.set(regions=[0, 0, 10])
+    assert not bad_range.successful and not bad_regions.successful
+    assert "4 integers" in bad_regions.reason
+    assert harness.node.get_parameter("confidence_threshold").value == 1.0
+    assert not harness.node.set_parameters([Parameter("backend", value="tensorrt")])[0].successful
+
+    # Overlay: drawn only once somebody subscribes (the tester does), header copied.
+    harness.set(confidence_threshold=0.5)
+    harness.wait(lambda: harness.node._overlay_pub.get_subscription_count() > 0, "overlay subscriber")
+    frame = billboard_and_car()
+    harness.ask(image_msg(frame, "rgb8", frame_id="f4"))
+    harness.wait(lambda: any(m.header.frame_id == "f4" for m in harness.overlays), "overlay of f4")
+    overlay = next(m for m in harness.overlays if m.header.frame_id == "f4")
+    assert (overlay.encoding, overlay.width, overlay.height) == ("rgb8", 200, 100)
+    drawn = np.frombuffer(bytes(overlay.data), np.uint8).reshape(100, 200, 3)
+    assert (drawn != frame).any(axis=2).mean() > 0.01  # boxes and labels were drawn
+
+
+def test_compressed_input_with_reliable_qos(harness_factory, color_bundle):
+    harness = harness_factory("/jpeg", color_bundle, compressed=True, qos="reliable")
+    msg = CompressedImage(format="jpeg")
+    msg.data = cv2.imencode(".jpg", cv2.cvtColor(solid((20, 200, 30)), cv2.COLOR_RGB2BGR))[1].tobytes()
+    msg.header.frame_id = "jpeg_frame"
+    msg.header.stamp.sec = 42
+    result = harness.ask(msg)
+    assert result["stamp"]["sec"] == 42 and result["results"][0]["label"] == "car"
+    garbage = CompressedImage(format="jpeg", data=b"\xff\xd8 not really a jpeg")
+    garbage.header.frame_id = "garbage"
+    harness.camera.publish(garbage)
+    harness.wait(lambda: harness.node.stats()["invalid"] == 1, "undecodable frame counted")
+
+
+def test_overload_drops_stale_frames_and_keeps_latency_and_memory_bounded(harness_factory,
+                                                                          runtime_bundle):
+    harness = harness_factory("/load", runtime_bundle, log_throttle_sec=1.0)
+    frames = [image_msg(random_frame(i, 640, 480), "bgr8") for i in range(4)]
+    for i in range(5):  # warm-up: allocations settle before memory is measured
+        frames[0].header.frame_id = f"warm{i}"
+        harness.ask(frames[0])
+    process = psutil.Process()
+    rss_before = process.memory_info().rss
+    published, start = 0, time.monotonic()
+    while time.monotonic() - start < 3.0:
+        msg = frames[published % len(frames)]
+        msg.header.frame_id = f"burst{published}"
+        harness.camera.publish(msg)
+        published += 1
+    burst_end = time.monotonic()
+    # Newest frame only: the last frame of the burst is answered promptly, not after a queue.
+    harness.answer(f"burst{published - 1}", timeout=2.0)
+    answered_after = time.monotonic() - burst_end
+    stats = harness.node.stats()
+    growth_mb = (process.memory_info().rss - rss_before) / 2**20
+    print(f"published {published}, received {stats['received']}, processed {stats['processed']}, "
+          f"dropped {stats['dropped']}, p50 {stats['latency_p50_ms']:.1f} ms, "
+          f"p99 {stats['latency_p99_ms']:.1f} ms, last answered {answered_after * 1000:.0f} ms "
+          f"after the burst, RSS +{growth_mb:.1f} MiB")
+    assert stats["dropped"] > 0
+    assert stats["processed"] < stats["received"]
+    assert stats["latency_p99_ms"] < 500  # receive -> publish of one frame, never a backlog
+    assert answered_after < 1.0
+    assert growth_mb < 50
+
+
+def test_missing_or_unset_bundle_fails_at_start_with_a_clear_message(ros, tmp_path):
+    with pytest.raises(BundleError, match="bundle folder not found"):
+        ClassifierNode(parameter_overrides=[Parameter("bundle", value=str(tmp_path / "nope"))])
+    for arguments, message in (([f"bundle:={tmp_path / 'nope'}"], "bundle folder not found"),
+                               ([], "parameter 'bundle' is not set")):
+        ros_args = [item for a in arguments for item in ("-p", a)]
+        run = subprocess.run([sys.executable, "-m", "adu_perception.ros_node.classifier_node",
+                              "--ros-args", *ros_args], capture_output=True, text=True, timeout=60)
+        assert run.returncode == 1
+        assert "cannot start" in run.stderr and message in run.stderr
+        assert "Traceback" not in run.stderr
+
+
+def test_node_and_runtime_import_no_torch(runtime_bundle):
+    code = ("import sys\n"
+            "import adu_perception.ros_node.classifier_node\n"
+            "import adu_perception.ros_node.commands, adu_perception.runtime.replay\n"
+            "from adu_perception.runtime.predictor import Predictor\n"
+            f"Predictor({str(runtime_bundle)!r})\n"
+            "print('torch' in sys.modules)\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "False"
+
+
+def test_node_benchmark_measures_end_to_end_and_bare_inference(ros_domain, color_bundle, tmp_path):
+    from adu_perception.ros_node.node_benchmark import run_benchmark
+
+    lines = []
+    result = run_benchmark(color_bundle, frames=10, warmup=2, frame_size="128x96",
+                           json_out=tmp_path / "node.json", echo=lines.append)
+    assert result["lost_frames"] == 0 and result["end_to_end"]["n"] == 10
+    assert result["bare_inference"]["n"] == result["bare_inference_paced"]["n"] == 10
+    # End to end includes the inference, so it cannot be faster than bare inference.
+    assert result["end_to_end"]["median_ms"] > result["bare_inference"]["median_ms"] > 0
+    assert result["overhead_ratio"] == pytest.approx(
+        result["end_to_end"]["median_ms"] / result["bare_inference_paced"]["median_ms"])
+    assert "overhead: end to end / interleaved bare" in lines[0]
+    assert json.loads((tmp_path / "node.json").read_text())["backend"] == "onnxruntime-cpu"

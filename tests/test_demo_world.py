@@ -1,0 +1,113 @@
+"""The demo's procedural world and its tiny CLIP (fast: tiny images, one training step)."""
+import cv2
+import numpy as np
+import pytest
+
+from adu_perception.demo import tiny_clip, world
+
+
+def render(cls, domain, seed, size=64):
+    return world.render_object(cls, domain, np.random.default_rng(seed), size)
+
+
+@pytest.mark.parametrize("domain", world.DOMAINS)
+def test_render_is_deterministic_per_seed_and_differs_across_seeds(domain):
+    first, again, other = render("car", domain, 5), render("car", domain, 5), render("car", domain, 6)
+    assert np.array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+@pytest.mark.parametrize("domain", world.DOMAINS)
+@pytest.mark.parametrize("cls", world.CLASSES)
+def test_every_class_and_domain_renders_an_rgb_image(cls, domain):
+    image = render(cls, domain, seed=1, size=48)
+    assert image.shape == (48, 48, 3) and image.dtype == np.uint8
+    assert image.std() > 10  # something was drawn, not a blank canvas
+
+
+def test_domain_styles_differ_the_way_they_should():
+    def saturation(image):
+        return cv2.cvtColor(image, cv2.COLOR_RGB2HSV)[..., 1].mean()
+
+    sketches = [render(c, "sketch", s) for c in world.CLASSES for s in range(3)]
+    cartoons = [render(c, "cartoon", s) for c in world.CLASSES for s in range(3)]
+    assert all(img.mean() > 170 and saturation(img) < 40 for img in sketches)  # grey lines on paper
+    assert all((img.max(-1) < 40).mean() > 0.02 for img in cartoons)  # black ink outlines
+
+
+def test_unknown_class_or_domain_is_refused():
+    with pytest.raises(ValueError, match="unknown class"):
+        render("horse", "photo", 0)
+    with pytest.raises(ValueError, match="unknown domain"):
+        render("car", "painting", 0)
+
+
+def test_generate_dataset_writes_the_training_layout(tmp_path):
+    root = world.generate_dataset(tmp_path / "world", per_class_domain=2, size=32, seed=3, progress=False)
+    for domain in world.DOMAINS:
+        for cls in world.CLASSES:
+            files = sorted((root / domain / cls).glob("*.png"))
+            assert len(files) == 2
+    image = cv2.imread(str(root / "billboard" / "bus" / "0001.png"))
+    assert image.shape == (32, 32, 3)
+    # Each file is the image render_object gives for its own seeded stream.
+    expected = world.render_object("bus", "billboard", world.image_rng(3, "billboard", "bus", 1), 32)
+    assert np.array_equal(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), expected)
+    assert set(world.ILLUSTRATION_DOMAINS) | {world.MEMORIZED_DOMAIN} == set(world.DOMAINS)
+
+
+def test_render_drive_boxes_lie_inside_the_frame_and_mix_real_and_billboard_objects():
+    frames = world.render_drive(5, seed=2, size=(320, 180))
+    assert len(frames) == 5
+    assert not np.array_equal(frames[0][0], frames[-1][0])  # the scene moves
+    for frame, objects in frames:
+        assert frame.shape == (180, 320, 3) and frame.dtype == np.uint8
+        assert {o["domain"] for o in objects} == {"photo", "billboard"}
+        for o in objects:
+            x, y, w, h = o["box"]
+            assert w > 0 and h > 0 and x >= 0 and y >= 0 and x + w <= 320 and y + h <= 180
+            assert o["class"] in (world.VEHICLES if o["domain"] == "billboard" else world.CLASSES)
+    assert world.render_drive(2, seed=2, size=(320, 180))[1][1] == frames[1][1]  # seeded
+
+
+def test_tiny_config_loads_through_open_clip():
+    import open_clip
+    import torch
+
+    name = tiny_clip.register_config()
+    model, _, preprocess = open_clip.create_model_and_transforms(name)
+    tokens = open_clip.get_tokenizer(name)(["a photo of a car."])
+    with torch.no_grad():
+        assert model.encode_image(torch.zeros(2, 3, 64, 64)).shape == (2, 128)
+        assert model.encode_text(tokens).shape == (1, 128)
+
+
+def test_one_step_pretraining_saves_a_checkpoint_open_clip_loads_back(tmp_path):
+    import open_clip
+    import torch
+
+    data = world.generate_dataset(tmp_path / "data", per_class_domain=1, size=64, seed=4, progress=False)
+    config, checkpoint = tiny_clip.pretrain_tiny_clip(data, tmp_path / "out", epochs=1, seed=0,
+                                                      batch_size=32, progress=False)
+    assert config.is_file() and checkpoint.is_file()
+
+    open_clip.add_model_config(str(config))
+    loaded, _, _ = open_clip.create_model_and_transforms(config.stem, pretrained=str(checkpoint))
+    saved = torch.load(checkpoint, weights_only=True)
+    assert all(torch.equal(saved[k], v) for k, v in loaded.state_dict().items())
+    torch.manual_seed(0)  # the pretraining's own initial weights: one step must have moved them
+    initial, _, _ = open_clip.create_model_and_transforms(config.stem)
+
+    direct, _, _ = open_clip.create_model_and_transforms(config.stem)
+    direct.load_state_dict(saved)
+    images = torch.randn(3, 3, 64, 64)
+    tokens = open_clip.get_tokenizer(config.stem)(["a photo of a bus.", "a sketch of a car."])
+    with torch.no_grad():
+        for model in (loaded, direct, initial):
+            model.eval()
+        assert torch.equal(loaded.encode_image(images), direct.encode_image(images))
+        assert torch.equal(loaded.encode_text(tokens), direct.encode_text(tokens))
+        assert not torch.allclose(loaded.encode_image(images), initial.encode_image(images))
+
+    accuracy = tiny_clip.zero_shot_accuracy(config.stem, checkpoint, data, config_path=str(config))
+    assert set(accuracy) == set(world.DOMAINS) and all(0 <= a <= 1 for a in accuracy.values())

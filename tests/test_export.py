@@ -1,0 +1,332 @@
+"""Export stage: ONNX bundle vs PyTorch, the bundle contract, refusal of bad bundles, parity
+gate, thresholds, TensorRT engine naming/refusal, latency benchmark. Real ONNX Runtime,
+tiny random CLIP (fixtures in conftest.py)."""
+import json
+import re
+import shutil
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from adu_perception.export import engine as engine_module
+from adu_perception.export import onnx_export
+from adu_perception.export.engine import EngineError, check_engine, engine_filename, engine_keys
+from adu_perception.export.onnx_export import (OUTPUT_NAMES, ParityError, export_bundle, run_onnx,
+                                              sha256_file)
+from adu_perception.export.thresholds import choose_thresholds
+
+# The keys docs/bundle.md lists for manifest.json, top level and nested.
+MANIFEST_KEYS = {"format", "format_version", "model_file", "model_sha256", "opset", "input_name",
+                 "output_names", "input_size", "embedding_dim", "preprocessing", "class_names",
+                 "domain_names", "memorized_domains", "forgotten_domains", "thresholds", "parity",
+                 "source", "created_utc", "versions"}
+THRESHOLD_KEYS = {"confidence", "forgotten_domain", "rule", "memorized_correct_kept",
+                  "forgotten_suppressed", "n_memorized", "n_forgotten"}
+PARITY_KEYS = {"provider", "n_images", "max_abs_diff_probs", "top1_agreement"}
+
+
+def manifest_of(bundle):
+    return json.loads((bundle / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def run_data(tiny_run):
+    """The run's checkpoint, rebuilt PyTorch model and test split."""
+    from adu_perception.training.checkpoint import load_checkpoint, model_from_checkpoint
+    from adu_perception.training.pipeline import load_test_split
+
+    payload = load_checkpoint(tiny_run)
+    model, clip = model_from_checkpoint(payload)
+    images, classes, domains, _ = load_test_split(payload)
+    return payload, model, clip, images, classes, domains
+
+
+@pytest.fixture(scope="module")
+def session(tiny_bundle):
+    return ort.InferenceSession(str(tiny_bundle / "model.onnx"), providers=["CPUExecutionProvider"])
+
+
+def test_onnx_matches_torch_on_the_runs_test_images(run_data, session):
+    from adu_perception.training.evaluate import predict
+
+    payload, model, _, images, _, _ = run_data
+    ours = run_onnx(session, images, batch_size=8)
+    reference = predict(model, images, payload["mean"], payload["std"])
+    assert np.abs(ours["probs"] - reference["probs"]).max() <= 1e-4
+    assert np.abs(ours["domain_probs"] - reference["domain_probs"]).max() <= 1e-4
+    assert np.abs(ours["embeddings"] - reference["embeddings"]).max() <= 1e-4
+    assert (ours["probs"].argmax(1) == reference["probs"].argmax(1)).all()
+    # probs is the softmax of logits, embeddings are unit vectors
+    logits = ours["logits"]
+    softmax = np.exp(logits - logits.max(1, keepdims=True))
+    assert np.allclose(ours["probs"], softmax / softmax.sum(1, keepdims=True), atol=1e-6)
+    assert np.allclose(np.linalg.norm(ours["embeddings"], axis=1), 1.0, atol=1e-5)
+
+
+def test_dynamic_batch_gives_the_same_answers_at_1_and_5(run_data, session):
+    images = run_data[3][:5]
+    five = session.run(list(OUTPUT_NAMES), {"images": images})
+    ones = [session.run(list(OUTPUT_NAMES), {"images": image[None]}) for image in images]
+    for index, name in enumerate(OUTPUT_NAMES):
+        assert five[index].shape[0] == 5
+        stacked = np.concatenate([one[index] for one in ones])
+        assert np.allclose(five[index], stacked, atol=1e-5), name
+
+
+def test_manifest_follows_the_contract_and_matches_the_graph(tiny_bundle, tiny_run, run_data):
+    payload = run_data[0]
+    manifest = manifest_of(tiny_bundle)
+    assert set(manifest) == MANIFEST_KEYS
+    assert THRESHOLD_KEYS <= set(manifest["thresholds"])
+    assert PARITY_KEYS <= set(manifest["parity"])
+    assert manifest["format"] == "adu-bundle" and manifest["format_version"] == 1
+    assert manifest["model_sha256"] == sha256_file(tiny_bundle / manifest["model_file"])
+    assert manifest["source"]["checkpoint_sha256"] == sha256_file(tiny_run / "checkpoint.pt")
+    assert manifest["class_names"] == payload["class_names"]
+    assert manifest["forgotten_domains"] == ["sketch"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", manifest["created_utc"])
+
+    graph = onnx.load(str(tiny_bundle / "model.onnx"))
+    assert max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")) == manifest["opset"] >= 17
+    (graph_input,) = graph.graph.input
+    dims = graph_input.type.tensor_type.shape.dim
+    assert graph_input.name == manifest["input_name"]
+    assert graph_input.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [manifest["input_size"]] * 2 + [3]
+    widths = {o.name: o.type.tensor_type.shape.dim[-1].dim_value for o in graph.graph.output}
+    assert list(widths) == manifest["output_names"]
+    assert widths["probs"] == widths["logits"] == len(manifest["class_names"])
+    assert widths["domain_probs"] == len(manifest["domain_names"])
+    assert widths["embeddings"] == manifest["embedding_dim"]
+
+
+def test_graph_passes_full_onnx_check_and_holds_no_text_encoder(tiny_bundle, run_data):
+    _, model, clip, _, _, _ = run_data
+    graph = onnx.load(str(tiny_bundle / "model.onnx"))
+    onnx.checker.check_model(graph, full_check=True)
+    names = [t.name for t in graph.graph.initializer]
+    assert not [n for n in names if "token_embedding" in n or "ln_final" in n or "text" in n]
+    shapes = {tuple(t.dims) for t in graph.graph.initializer}
+    assert tuple(clip.model.token_embedding.weight.shape) not in shapes
+    stored = sum(int(np.prod(t.dims)) for t in graph.graph.initializer)
+    text_tower = sum(p.numel() for n, p in clip.model.named_parameters() if not n.startswith("visual."))
+    assert stored <= sum(t.numel() for t in model.state_dict().values()) + 6  # + mean, std
+    assert stored < text_tower  # the tiny text tower alone outweighs the whole graph
+
+
+def test_parity_failure_fails_loudly_and_writes_no_bundle(tiny_run, tmp_path, monkeypatch):
+    real_run_onnx = onnx_export.run_onnx
+
+    def disagreeing_run_onnx(*args, **kwargs):
+        outputs = real_run_onnx(*args, **kwargs)
+        outputs["probs"] = outputs["probs"][:, ::-1]  # as if the graph mixed up the classes
+        return outputs
+
+    monkeypatch.setattr(onnx_export, "run_onnx", disagreeing_run_onnx)
+    out = tmp_path / "bundle"
+    with pytest.raises(ParityError, match="top-1 agreement"):
+        export_bundle(tiny_run, out, progress=False)
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []  # the staging folder is gone too
+
+
+def test_export_refuses_to_overwrite_without_force(tiny_run, tiny_bundle):
+    with pytest.raises(onnx_export.ExportError, match="already exists"):
+        export_bundle(tiny_run, tiny_bundle, progress=False)
+
+
+def test_export_leaves_the_attention_fast_path_setting_as_it_was(tiny_bundle):
+    import torch
+
+    assert torch.backends.mha.get_fastpath_enabled()  # disabled only while tracing
+
+
+def test_thresholds_keep_95_percent_of_correct_memorized_predictions(tiny_bundle, run_data, session):
+    from adu_perception.runtime.decision import decide
+
+    _, _, _, images, classes, domains = run_data
+    manifest = manifest_of(tiny_bundle)
+    thresholds = manifest["thresholds"]
+    outputs = run_onnx(session, images)
+    names = manifest["domain_names"]
+    memorized = np.isin(domains, [names.index(d) for d in manifest["memorized_domains"]])
+    forgotten = np.isin(domains, [names.index(d) for d in manifest["forgotten_domains"]])
+    correct = memorized & (outputs["probs"].argmax(1) == classes)
+    forgotten_mask = np.isin(names, manifest["forgotten_domains"])
+    reported = decide(outputs["probs"], outputs["domain_probs"], forgotten_mask,
+                      thresholds["confidence"], thresholds["forgotten_domain"]).reported
+    assert correct.any()
+    kept = reported[correct].mean()
+    assert kept >= 0.95
+    assert kept == pytest.approx(thresholds["memorized_correct_kept"])
+    assert (~reported[forgotten]).mean() == pytest.approx(thresholds["forgotten_suppressed"])
+    assert thresholds["n_memorized"] == memorized.sum() and thresholds["n_forgotten"] == forgotten.sum()
+
+
+def test_threshold_search_suppresses_what_it_can_and_keeps_what_it_must():
+    # 20 correct memorized predictions (confidence 0.9, p_forgotten 0.4) and 20 forgotten-domain
+    # images: 10 that the domain head flags (p_forgotten 0.8) and 10 it misses (p_forgotten
+    # 0.3) whose class confidence is low (0.55). Only forgotten_domain in (0.4, 0.8] together
+    # with confidence in (0.55, 0.9] suppresses all forgotten while keeping every memorized.
+    probs = np.array([[0.9, 0.1]] * 20 + [[0.9, 0.1]] * 10 + [[0.55, 0.45]] * 10)
+    domain_probs = np.array([[0.6, 0.4]] * 20 + [[0.2, 0.8]] * 10 + [[0.7, 0.3]] * 10)
+    classes = np.zeros(40, int)
+    domains = np.array([0] * 20 + [1] * 20)
+    result = choose_thresholds(probs, domain_probs, classes, domains, [0], [1])
+    assert result["memorized_correct_kept"] == 1.0 and result["forgotten_suppressed"] == 1.0
+    assert (result["forgotten_domain"], result["confidence"]) == (0.41, 0.56)  # lowest that work
+    assert result["n_forgotten_suppressed"] == 20 and result["n_memorized_correct_kept"] == 20
+    # Asking to keep more than is possible at any suppression level still keeps enough.
+    assert choose_thresholds(probs, domain_probs, classes, domains, [0], [1], keep=1.0)[
+        "memorized_correct_kept"] == 1.0
+
+
+# --- bundle validation on load (adu_perception.runtime.bundle) -------------------------
+
+def copy_bundle(bundle, tmp_path):
+    return shutil.copytree(bundle, tmp_path / "bundle")
+
+
+def test_load_bundle_accepts_the_exported_bundle(tiny_bundle):
+    from adu_perception.runtime.bundle import load_bundle
+
+    load_bundle(tiny_bundle)
+
+
+def test_load_bundle_refuses_edited_onnx_bytes(tiny_bundle, tmp_path):
+    from adu_perception.runtime.bundle import BundleError, load_bundle
+
+    bundle = copy_bundle(tiny_bundle, tmp_path)
+    data = bytearray((bundle / "model.onnx").read_bytes())
+    data[-100] ^= 0xFF
+    (bundle / "model.onnx").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="sha256"):
+        load_bundle(bundle)
+
+
+def test_load_bundle_refuses_a_manifest_with_the_wrong_class_count(tiny_bundle, tmp_path):
+    from adu_perception.runtime.bundle import BundleError, load_bundle
+
+    bundle = copy_bundle(tiny_bundle, tmp_path)
+    manifest = manifest_of(bundle)
+    manifest["class_names"].append("unicorn")
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="class"):
+        load_bundle(bundle)
+
+
+@pytest.mark.parametrize("missing", ["model.onnx", "manifest.json"])
+def test_load_bundle_refuses_a_bundle_missing_a_file(tiny_bundle, tmp_path, missing):
+    from adu_perception.runtime.bundle import BundleError, load_bundle
+
+    bundle = copy_bundle(tiny_bundle, tmp_path)
+    (bundle / missing).unlink()
+    with pytest.raises(BundleError, match=re.escape(missing)):
+        load_bundle(bundle)
+
+
+# --- TensorRT engine ---------------------------------------------------------------------
+
+def tensorrt_and_gpu():
+    try:
+        trt, _, _ = engine_module.import_tensorrt()
+        return True, ""
+    except EngineError as error:
+        return False, str(error)
+
+
+HAVE_TRT, NO_TRT_REASON = tensorrt_and_gpu()
+
+
+@pytest.mark.skipif(HAVE_TRT, reason="TensorRT and a GPU are present: the engine gets built")
+def test_engine_command_without_tensorrt_or_gpu_exits_nonzero_with_a_clear_message(tiny_bundle, capsys):
+    from adu_perception.cli import main
+
+    before = sorted(tiny_bundle.iterdir())
+    status = main(["engine", "--bundle", str(tiny_bundle)])
+    error = capsys.readouterr().err
+    assert status != 0
+    assert error.startswith("adu engine: error:") and ("TensorRT" in error or "GPU" in error)
+    assert sorted(tiny_bundle.iterdir()) == before  # nothing written
+
+
+@pytest.mark.skipif(not HAVE_TRT, reason=f"needs TensorRT and a GPU: {NO_TRT_REASON}")
+def test_engine_builds_and_is_reused(tiny_bundle):
+    plan = engine_module.build_engine(tiny_bundle, precision="fp16", max_batch=8)
+    assert plan.is_file() and engine_module.sidecar_path(plan).is_file()
+    modified = plan.stat().st_mtime_ns
+    assert engine_module.build_engine(tiny_bundle, precision="fp16", max_batch=8) == plan
+    assert plan.stat().st_mtime_ns == modified  # reused, not rebuilt
+
+
+SHA = "ab" * 32
+
+
+def test_engine_filename_is_keyed_by_model_tensorrt_gpu_and_precision():
+    name = engine_filename(SHA, "10.3.0", "NVIDIA H100 80GB HBM3", (9, 0), "fp16")
+    assert name == "engine-abababababab-trt10.3.0-nvidia-h100-80gb-hbm3-sm90-fp16.plan"
+    assert engine_filename(SHA, "10.3.0", "NVIDIA H100 80GB HBM3", (9, 0), "int8") != name
+    with pytest.raises(ValueError, match="precision"):
+        engine_filename(SHA, "10.3.0", "H100", (9, 0), "fp8")
+    with pytest.raises(ValueError, match="sha256"):
+        engine_filename("not-a-hash", "10.3.0", "H100", (9, 0), "fp16")
+
+
+def write_fake_engine(folder, keys, **extra):
+    plan = folder / engine_filename(keys["onnx_sha256"], keys["tensorrt_version"], keys["gpu_name"],
+                                    keys["compute_capability"], keys["precision"])
+    plan.write_bytes(b"not really an engine")
+    engine_module.sidecar_path(plan).write_text(json.dumps({**keys, "min_batch": 1, "max_batch": 8, **extra}))
+    return plan
+
+
+def test_cached_engine_is_accepted_only_when_its_sidecar_matches(tmp_path):
+    keys = engine_keys(SHA, "10.3.0", "NVIDIA H100 80GB HBM3", (9, 0), "fp16")
+    plan = tmp_path / engine_filename(SHA, "10.3.0", "NVIDIA H100 80GB HBM3", (9, 0), "fp16")
+    assert check_engine(plan, keys) is False  # nothing cached yet
+    plan = write_fake_engine(tmp_path, keys)
+    assert check_engine(plan, keys, (1, 8)) is True
+    with pytest.raises(EngineError, match="batch 1..8"):
+        check_engine(plan, keys, (1, 16))
+    for key, other in (("onnx_sha256", "cd" * 32), ("tensorrt_version", "10.7.0"),
+                       ("gpu_name", "NVIDIA A100-SXM4-40GB"), ("compute_capability", [8, 0])):
+        with pytest.raises(EngineError, match=key):
+            check_engine(plan, {**keys, key: other})
+    engine_module.sidecar_path(plan).unlink()
+    with pytest.raises(EngineError, match="no sidecar"):
+        check_engine(plan, keys)
+
+
+def test_engine_cache_reuses_a_match_and_refuses_a_mismatch_unless_forced(tmp_path):
+    from adu_perception.export.engine import reuse_cached_engine
+
+    keys = engine_keys(SHA, "10.3.0", "NVIDIA H100 80GB HBM3", (9, 0), "fp16")
+    plan = tmp_path / engine_filename(SHA, "10.3.0", "NVIDIA H100 80GB HBM3", (9, 0), "fp16")
+    assert reuse_cached_engine(plan, keys, (1, 8)) is False  # nothing cached: build
+    write_fake_engine(tmp_path, keys)
+    assert reuse_cached_engine(plan, keys, (1, 8)) is True
+    assert reuse_cached_engine(plan, keys, (1, 8), force=True) is False
+    # Same file name, but the sidecar says it was built by another TensorRT (e.g. copied).
+    write_fake_engine(tmp_path, keys, tensorrt_version="10.0.1")
+    with pytest.raises(EngineError, match="tensorrt_version.*--force"):
+        reuse_cached_engine(plan, keys, (1, 8))
+    assert plan.read_bytes() == b"not really an engine"  # left alone
+    assert reuse_cached_engine(plan, keys, (1, 8), force=True) is False
+
+
+# --- latency benchmark ---------------------------------------------------------------------
+
+def test_latency_benchmark_times_both_graphs_and_gives_the_ratio(tiny_bundle):
+    from adu_perception.export.latency import bundle_latency, format_table
+
+    result = bundle_latency(tiny_bundle, providers=["CPUExecutionProvider"], batches=(1, 8),
+                            warmup=1, repeats=3)
+    assert [(r["provider"], r["batch"]) for r in result["rows"]] == [
+        ("CPUExecutionProvider", 1), ("CPUExecutionProvider", 8)]
+    for row in result["rows"]:
+        assert row["a_median_ms"] > 0 and row["b_median_ms"] > 0
+        assert row["a_p90_ms"] >= row["a_median_ms"]
+        assert row["ratio"] == pytest.approx(row["a_median_ms"] / row["b_median_ms"])
+    assert "ratio (a)/(b)" in format_table(result)
