@@ -1,0 +1,210 @@
+"""`adu demo`: the whole pipeline, end to end, on an embedded default.
+
+generated world -> tiny open_clip pretrained on it (domain-agnostic captions)
+-> Baseline and ADU prompts forgetting the illustration domains -> Mem / For / H
+-> ONNX bundle with parity check -> the real ROS 2 node over a generated drive -> report.
+
+With `--clip/--pretrained` (or `--model-config` + `--checkpoint`) and `--data`, the same steps
+run on a real CLIP and a real dataset (the drive is skipped: its classes are the world's).
+"""
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+log = logging.getLogger(__name__)
+
+MARKER = ".adu-demo"  # marks a folder this command wrote, so a rerun may replace it
+
+
+@dataclass
+class DemoOptions:
+    out: Path = Path("runs/demo")
+    seed: int = 0
+    # the frozen CLIP: None -> pretrain the tiny one on the generated world
+    clip: Optional[str] = None
+    pretrained: Optional[str] = None
+    model_config: Optional[str] = None
+    # data: None -> generate the world
+    data: Optional[str] = None
+    split_file: Optional[str] = None
+    forget: List[str] = field(default_factory=list)   # default: the illustration domains
+    memorize: List[str] = field(default_factory=list)
+    # sizes (defaults: about 8 minutes on 2 CPU cores)
+    pretrain_images: int = 250      # per (class, domain), for the tiny CLIP
+    downstream_images: int = 40     # per (class, domain), for unlearning (shots + test)
+    pretrain_epochs: int = 15
+    shots: int = 8
+    epochs: int = 50
+    methods: Sequence[str] = ("baseline", "adu")
+    drive_frames: int = 24
+    force: bool = False
+
+
+def prepare_out_dir(out: Path, force: bool) -> None:
+    """Make `out` ours: empty, or written by an earlier demo (then replaced)."""
+    if out.exists() and any(out.iterdir()):
+        if not (out / MARKER).exists() and not force:
+            raise ValueError(f"{out} exists and was not written by `adu demo`; choose another "
+                             f"--out or pass --force to replace it")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("written by `adu demo`; a rerun replaces this folder\n")
+
+
+def run_demo(options: DemoOptions, echo=print) -> Dict:
+    from adu_perception.export.onnx_export import export_bundle
+    from adu_perception.training.config import TrainConfig
+    from adu_perception.training.pipeline import train_and_evaluate
+
+    from . import world
+
+    out = Path(options.out)
+    generated = options.data is None
+    own_clip = options.clip is None and options.model_config is None
+    if own_clip and not generated:
+        raise ValueError("with --data, name the CLIP to start from (--clip/--pretrained or "
+                         "--model-config/--checkpoint); the tiny CLIP is pretrained on the generated world only")
+    if not generated and not options.forget:
+        raise ValueError("with --data, name the domains to forget (--forget)")
+    prepare_out_dir(out, options.force)
+    timings, started = {}, time.monotonic()
+
+    def step(name, t0):
+        timings[name] = round(time.monotonic() - t0, 1)
+        echo(f"[demo] {name}: {timings[name]:.0f} s")
+
+    data, split_file = options.data, options.split_file
+    forget = list(options.forget or (world.ILLUSTRATION_DOMAINS if generated else ()))
+    if generated:
+        t0 = time.monotonic()
+        echo("[demo] 1/5 generating the world (photo, cartoon, sketch, billboard)")
+        pretrain_root = world.generate_dataset(out / "world" / "pretrain", options.pretrain_images,
+                                               seed=options.seed)
+        data = str(world.generate_dataset(out / "world" / "downstream", options.downstream_images,
+                                          seed=options.seed + 1))
+        step("generate world", t0)
+
+    clip, pretrained, model_config = options.clip, options.pretrained, options.model_config
+    zero_shot_by_domain = None
+    if own_clip:
+        from .tiny_clip import MODEL_NAME, pretrain_tiny_clip, zero_shot_accuracy
+
+        t0 = time.monotonic()
+        echo("[demo] 2/5 pretraining a tiny CLIP on the pretrain world (captions never name the domain)")
+        config_path, checkpoint = pretrain_tiny_clip(pretrain_root, out / "clip", epochs=options.pretrain_epochs,
+                                                     seed=options.seed)
+        model_config, pretrained = str(config_path), str(checkpoint)
+        zero_shot_by_domain = zero_shot_accuracy(MODEL_NAME, checkpoint, data, config_path=config_path)
+        echo("[demo]   zero-shot accuracy on the downstream world: " + ", ".join(
+            f"{d} {100 * a:.1f}%" for d, a in zero_shot_by_domain.items()))
+        step("pretrain tiny CLIP", t0)
+
+    metrics = {}
+    for method in options.methods:
+        t0 = time.monotonic()
+        echo(f"[demo] 3/5 training {method} (forget {', '.join(forget)})")
+        config = TrainConfig(data=str(data), split_file=split_file, forget=forget,
+                             memorize=list(options.memorize), shots=options.shots, seed=options.seed,
+                             clip=clip, pretrained=pretrained, model_config=model_config,
+                             method=method, epochs=options.epochs)
+        metrics[method] = train_and_evaluate(config, out / "runs" / method)
+        step(f"train + evaluate {method}", t0)
+
+    t0 = time.monotonic()
+    echo("[demo] 4/5 exporting the ADU run to an ONNX bundle (parity checked)")
+    export_run = "adu" if "adu" in metrics else list(metrics)[-1]
+    bundle = export_bundle(out / "runs" / export_run, out / "bundle", overwrite=True)
+    step("export bundle", t0)
+
+    drive = None
+    if generated and options.drive_frames > 0:
+        drive = _run_drive(out, bundle, options, echo)
+        timings["drive through the ROS 2 node"] = drive["seconds"]
+    timings["total"] = round(time.monotonic() - started, 1)
+
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    report = {"metrics": {m: _headline(v) for m, v in metrics.items()},
+              "zero_shot": _headline(next(iter(metrics.values()))["zero_shot"]),
+              "per_domain": {m: v["per_domain"] for m, v in metrics.items()},
+              "zero_shot_by_domain_full_world": zero_shot_by_domain,
+              "forgotten_domains": forget, "memorized_domains": manifest["memorized_domains"],
+              "thresholds": manifest["thresholds"], "parity": manifest["parity"],
+              "drive": drive, "timings_s": timings, "seed": options.seed,
+              "artifacts": _artifacts(out, bundle, export_run, drive is not None)}
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    text = format_report(report)
+    (out / "report.md").write_text(text + "\n")
+    echo("")
+    echo(text)
+    return report
+
+
+def _run_drive(out: Path, bundle: Path, options: DemoOptions, echo) -> Dict:
+    from . import world
+    from .drive import draw_frame, run_drive_through_node, summarise_drive
+
+    t0 = time.monotonic()
+    echo(f"[demo] 5/5 driving {options.drive_frames} generated frames through the ROS 2 classifier node")
+    frames = world.render_drive(options.drive_frames, seed=options.seed)
+    records = run_drive_through_node(bundle, frames)
+    with open(out / "drive_results.jsonl", "w") as file:
+        for record in records:
+            file.write(json.dumps(record) + "\n")
+    summary = summarise_drive(records, [world.MEMORIZED_DOMAIN])
+    # Show the frame with the most objects: real road users and billboards side by side.
+    busiest = max(range(len(frames)), key=lambda t: len(frames[t][1]))
+    draw_frame(frames[busiest][0], [r for r in records if r["frame"] == busiest], out / "drive_frame.png")
+    summary["frames"] = len(frames)
+    summary["seconds"] = round(time.monotonic() - t0, 1)
+    echo(f"[demo] drive through the ROS 2 node: {summary['seconds']:.0f} s")
+    return summary
+
+
+def _headline(metrics: Dict) -> Dict:
+    return {k: round(float(metrics[k]), 2) for k in ("mem", "for", "h")}
+
+
+def _artifacts(out: Path, bundle: Path, export_run: str, drove: bool) -> Dict[str, str]:
+    run = out / "runs" / export_run
+    paths = {"bundle (model.onnx + manifest.json)": bundle,
+             "checkpoint": run / "checkpoint.pt",
+             "metrics": run / "metrics.md",
+             "per-domain accuracy plot": run / "per_domain_accuracy.png",
+             "feature projection plot": run / "feature_projection.png"}
+    if drove:
+        paths["drive frame (green reported, red suppressed)"] = out / "drive_frame.png"
+        paths["node results per object"] = out / "drive_results.jsonl"
+    paths["this report"] = out / "report.md"
+    return {name: str(path) for name, path in paths.items()}
+
+
+def format_report(report: Dict) -> str:
+    forget = ", ".join(report["forgotten_domains"])
+    lines = [f"# ADU demo (seed {report['seed']}): remember {', '.join(report['memorized_domains'])}, "
+             f"forget {forget}", "",
+             "| method | Mem (%) | For (%) | H |", "| --- | ---: | ---: | ---: |"]
+    rows = [("zero-shot CLIP", report["zero_shot"]), *report["metrics"].items()]
+    for name, m in rows:
+        lines.append(f"| {name} | {m['mem']:.2f} | {m['for']:.2f} | {m['h']:.2f} |")
+    parity = report["parity"]
+    thresholds = report["thresholds"]
+    lines += ["", f"Bundle parity (ONNX Runtime vs PyTorch): max |dprobs| "
+              f"{parity['max_abs_diff_probs']:.1e}, top-1 agreement {100 * parity['top1_agreement']:.1f}%.",
+              f"Thresholds: confidence {thresholds['confidence']:.2f}, forgotten-domain "
+              f"{thresholds['forgotten_domain']:.2f} (held-out: {100 * thresholds['memorized_correct_kept']:.1f}% "
+              f"of correct real predictions kept, {100 * thresholds['forgotten_suppressed']:.1f}% of "
+              f"illustrated ones suppressed)."]
+    drive = report["drive"]
+    if drive:
+        lines += ["", f"Drive through the ROS 2 node ({drive['frames']} frames, {drive['objects']} objects):",
+                  f"- real road users reported: {drive['real_reported']} of {drive['real']} "
+                  f"({drive['real_reported_correct']} with the right class)",
+                  f"- billboard vehicles suppressed: {drive['illustrated_suppressed']} of "
+                  f"{drive['illustrated']} ({drive['illustrated_suppressed_as_forgotten']} as a forgotten domain)"]
+    lines += ["", "Artifacts:"] + [f"- {name}: {path}" for name, path in report["artifacts"].items()]
+    lines += ["", "Time: " + ", ".join(f"{k} {v:.0f} s" for k, v in report["timings_s"].items())]
+    return "\n".join(lines)

@@ -1,0 +1,78 @@
+"""`adu demo` end to end at toy sizes: world -> tiny CLIP -> baseline + ADU -> bundle ->
+the real ROS 2 node over a generated drive -> report (about 30 s)."""
+import json
+from pathlib import Path
+
+import pytest
+
+from adu_perception.demo.pipeline import DemoOptions, prepare_out_dir, run_demo
+from ros_conftest_helpers import ros_domain  # noqa: F401  (autouse: a ROS domain of our own)
+
+TOY = dict(seed=3, pretrain_images=4, downstream_images=10, pretrain_epochs=1, shots=2, epochs=1,
+           drive_frames=2)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "out"
+    lines = []
+    report = run_demo(DemoOptions(out=out, **TOY), echo=lines.append)
+    return out, report, "\n".join(lines)
+
+
+def test_demo_writes_every_artifact_it_reports(demo_run):
+    out, report, printed = demo_run
+    assert json.loads((out / "report.json").read_text()) == report
+    for path in report["artifacts"].values():
+        assert Path(path).exists(), path
+    manifest = json.loads((out / "bundle" / "manifest.json").read_text())
+    assert manifest["forgotten_domains"] == ["cartoon", "sketch", "billboard"]
+    assert manifest["memorized_domains"] == ["photo"]
+    assert "| adu |" in printed and "| baseline |" in printed and "| zero-shot CLIP |" in printed
+
+
+def test_demo_scores_are_consistent_percentages(demo_run):
+    _, report, _ = demo_run
+    for scores in [report["zero_shot"], *report["metrics"].values()]:
+        assert 0 <= scores["mem"] <= 100 and 0 <= scores["for"] <= 100
+        mem, forget = scores["mem"], scores["for"]
+        harmonic = 0 if mem + forget == 0 else 2 * mem * forget / (mem + forget)
+        assert scores["h"] == pytest.approx(harmonic, abs=0.02)
+    assert report["parity"]["top1_agreement"] == 1.0
+
+
+def test_every_drive_object_got_an_answer_from_the_node(demo_run):
+    out, report, _ = demo_run
+    drive = report["drive"]
+    records = [json.loads(line) for line in (out / "drive_results.jsonl").read_text().splitlines()]
+    assert len(records) == drive["objects"] == drive["real"] + drive["illustrated"]
+    assert drive["real"] > 0 and drive["illustrated"] > 0  # the drive mixes both
+    assert {r["true_domain"] for r in records} == {"photo", "billboard"}
+    assert drive["illustrated_suppressed"] == sum(not r["reported"] for r in records
+                                                  if r["true_domain"] == "billboard")
+    for record in records:  # the node's own JSON decision, one per published crop
+        assert record["reason"] in ("reported", "forgotten_domain", "low_confidence")
+        assert (record["label"] is None) == (not record["reported"])
+
+
+def test_rerun_replaces_its_own_folder_but_not_someone_elses(tmp_path):
+    own = tmp_path / "own"
+    prepare_out_dir(own, force=False)
+    (own / "old.txt").write_text("from the previous run")
+    prepare_out_dir(own, force=False)
+    assert not (own / "old.txt").exists()
+
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "precious.txt").write_text("not ours")
+    with pytest.raises(ValueError, match="not written by `adu demo`"):
+        prepare_out_dir(foreign, force=False)
+    assert (foreign / "precious.txt").exists()
+
+
+def test_a_real_dataset_needs_a_clip_and_domains_to_forget(tmp_path):
+    with pytest.raises(ValueError, match="name the CLIP"):
+        run_demo(DemoOptions(out=tmp_path / "a", data=str(tmp_path)), echo=lambda _: None)
+    with pytest.raises(ValueError, match="--forget"):
+        run_demo(DemoOptions(out=tmp_path / "b", data=str(tmp_path), clip="ViT-B-16"),
+                 echo=lambda _: None)
