@@ -232,3 +232,15 @@ def test_training_is_reproducible_and_resumable(tiny_clip, tiny_data, tmp_path):
     assert resumed["epoch"] == 2 and resumed["complete"]
     for key in full:
         assert torch.allclose(full[key], resumed["trainable_state"][key], atol=1e-6), key
+
+
+def test_ddl_weights_are_the_papers_at_clip_logit_scale_and_scale_with_it():
+    from adu_perception.training.config import TrainConfig
+
+    relative = TrainConfig(forget=["sketch"])
+    assert relative.ddl_weights_for(100.0) == pytest.approx((30.0, 10.0))  # OpenAI CLIP: unchanged
+    assert relative.ddl_weights_for(12.5) == pytest.approx((3.75, 1.25))
+    absolute = TrainConfig(forget=["sketch"], ddl_weights="absolute")
+    assert absolute.ddl_weights_for(12.5) == pytest.approx((30.0, 10.0))
+    with pytest.raises(ValueError, match="ddl_weights"):
+        TrainConfig(forget=["sketch"], ddl_weights="sometimes").validate()

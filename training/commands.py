@@ -4,7 +4,7 @@ Light module: torch and open_clip are imported only when a command runs.
 """
 import argparse
 
-from .config import METHODS, TrainConfig
+from .config import DDL_WEIGHTINGS, METHODS, TrainConfig
 
 DEFAULTS = TrainConfig()
 
@@ -51,6 +51,10 @@ def add_method_arguments(parser: argparse.ArgumentParser) -> None:
                        help="weight of the domain classifier's cross-entropy (default: %(default)s)")
     group.add_argument("--lambda", dest="lam", type=float, default=DEFAULTS.lam,
                        help="weight of the maximised MMD^2 (default: %(default)s)")
+    group.add_argument("--ddl-weights", choices=DDL_WEIGHTINGS, default=DEFAULTS.ddl_weights,
+                       help="relative: gamma and lambda hold at CLIP's logit scale 100 and are "
+                       "scaled by logit_scale/100 for other models (unchanged for OpenAI/LAION "
+                       "CLIP); absolute: used as given (default: %(default)s)")
     group.add_argument("--template", default=DEFAULTS.template,
                        help="fixed text prompt for the class embeddings (default: %(default)r)")
     group.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="default: %(default)s")

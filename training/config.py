@@ -11,6 +11,9 @@ METHODS = {
     "adu": (True, True, True),
 }
 
+DDL_WEIGHTINGS = ("relative", "absolute")
+REFERENCE_LOGIT_SCALE = 100.0  # CLIP's (OpenAI ViT-B/16, the paper's backbone)
+
 
 @dataclass
 class TrainConfig:
@@ -34,6 +37,12 @@ class TrainConfig:
     instapg_layer: Optional[int] = None  # 1-based; default: the last prompted block
     gamma: float = 30.0
     lam: float = 10.0
+    # "relative": gamma and lambda are meant at CLIP's logit scale of 100 (OpenAI and LAION
+    # CLIPs: the paper's weights unchanged) and are scaled by logit_scale / 100 otherwise.
+    # The class losses' gradients grow with the logit scale, the DDL terms' do not, so this
+    # keeps the paper's balance between them on models with a smaller scale (the proxy: 12.4).
+    # "absolute": use gamma and lambda as given.
+    ddl_weights: str = "relative"
     # optimisation (the paper's set-up)
     epochs: int = 50
     batch_size: int = 32
@@ -51,6 +60,8 @@ class TrainConfig:
             raise ValueError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
         if not self.forget:
             raise ValueError("name at least one domain to forget (--forget)")
+        if self.ddl_weights not in DDL_WEIGHTINGS:
+            raise ValueError(f"unknown ddl_weights {self.ddl_weights!r}; choose from {', '.join(DDL_WEIGHTINGS)}")
         if self.shots < 1:
             raise ValueError("--shots must be at least 1")
         if self.prompt_tokens < 1:
@@ -69,6 +80,11 @@ class TrainConfig:
     @property
     def uses_ddl(self) -> bool:
         return METHODS[self.method][2]
+
+    def ddl_weights_for(self, logit_scale: float):
+        """(gamma, lambda) actually applied for a CLIP with this logit scale."""
+        factor = logit_scale / REFERENCE_LOGIT_SCALE if self.ddl_weights == "relative" else 1.0
+        return self.gamma * factor, self.lam * factor
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -105,8 +105,11 @@ def prompt_config(config: TrainConfig, n_blocks: int) -> PromptConfig:
                         instapg_layer=layer)
 
 
-def training_losses(model_out: dict, classes, domains, memorized_mask, config: TrainConfig):
-    """L = L_memorize + L_forget (+ gamma CE_domain - lambda MMD^2). Returns (total, parts)."""
+def training_losses(model_out: dict, classes, domains, memorized_mask, config: TrainConfig,
+                    ddl_weights=None):
+    """L = L_memorize + L_forget (+ gamma CE_domain - lambda MMD^2). Returns (total, parts).
+
+    `ddl_weights` (gamma, lambda) as applied; default: the config's, unscaled."""
     logits = model_out["logits"]
     forgotten_mask = ~memorized_mask
     l_mem = losses.memorize_loss(logits[memorized_mask], classes[memorized_mask])
@@ -114,8 +117,9 @@ def training_losses(model_out: dict, classes, domains, memorized_mask, config: T
     total = l_mem + l_for
     parts = {"mem": l_mem.item(), "for": l_for.item()}
     if config.uses_ddl:
+        gamma, lam = ddl_weights or (config.gamma, config.lam)
         l_dom, ce, mmd2 = losses.domain_disentangling_loss(
-            model_out["domain_logits"], model_out["embeddings"], domains, config.gamma, config.lam)
+            model_out["domain_logits"], model_out["embeddings"], domains, gamma, lam)
         total = total + l_dom
         parts.update(domain_ce=ce.item(), mmd2=mmd2.item())
     parts["total"] = total.item()
@@ -142,6 +146,10 @@ def train(config: TrainConfig, run_dir, data: Optional[PreparedData] = None,
     prompts = prompt_config(config, len(clip.model.visual.transformer.resblocks))
     torch.manual_seed(config.seed)  # prompt initialisation independent of what ran before
     model = build_model(clip, class_embeddings, len(data.dataset.domains), prompts).to(device)
+    ddl_weights = config.ddl_weights_for(float(model.logit_scale))
+    if config.uses_ddl:
+        log.info("DDL weights gamma %.3g, lambda %.3g (%s, logit scale %.1f)", *ddl_weights,
+                 config.ddl_weights, float(model.logit_scale))
 
     memorized_ids = data.dataset.domain_indices(memorize)
     forgotten_ids = data.dataset.domain_indices(forget)
@@ -157,6 +165,7 @@ def train(config: TrainConfig, run_dir, data: Optional[PreparedData] = None,
         "class_names": data.dataset.classes, "domain_names": data.dataset.domains,
         "memorized_domains": memorize, "forgotten_domains": forget,
         "prompt_config": asdict(prompts),
+        "ddl_weights_applied": {"gamma": ddl_weights[0], "lambda": ddl_weights[1]},
         "class_embeddings": class_embeddings.cpu(),
         "train_files": [s.path for s in data.train], "test_files": [s.path for s in data.test],
         "history": [], "epoch": 0, "complete": False, "metrics": None,
@@ -205,7 +214,7 @@ def train(config: TrainConfig, run_dir, data: Optional[PreparedData] = None,
                 out = model(images)
             total, parts = training_losses(
                 {k: v.float() for k, v in out.items()}, train_classes[index].to(device),
-                train_domains[index].to(device), is_memorized[index].to(device), config)
+                train_domains[index].to(device), is_memorized[index].to(device), config, ddl_weights)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(total).backward()
             scaler.step(optimizer)
