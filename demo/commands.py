@@ -20,7 +20,7 @@ def demo_command(args) -> int:
         data=args.data, split_file=args.split_file, forget=_csv(args.forget),
         memorize=_csv(args.memorize), pretrain_images=args.pretrain_images,
         downstream_images=args.downstream_images, pretrain_epochs=args.pretrain_epochs,
-        shots=args.shots, epochs=args.epochs, methods=_csv(args.methods),
+        shots=args.shots, epochs=args.epochs, domain_lr=args.domain_lr, methods=_csv(args.methods),
         drive_frames=args.drive_frames, force=args.force)
     try:
         run_demo(options)
@@ -66,6 +66,9 @@ def register(subparsers) -> None:
     group.add_argument("--shots", type=int, default=defaults.shots,
                        help="training images per (class, domain) (default: %(default)s)")
     group.add_argument("--epochs", type=int, default=defaults.epochs, help="prompt-training epochs (default: %(default)s)")
+    group.add_argument("--domain-lr", type=float, default=defaults.domain_lr,
+                       help="learning rate of the domain classifier (default: %(default)s; the "
+                       "prompts use the paper's 0.0025)")
     group.add_argument("--methods", default=",".join(defaults.methods),
                        help="methods to train and compare; the last of them, or adu, is exported "
                        "(default: %(default)s)")

@@ -39,6 +39,9 @@ class DemoOptions:
     pretrain_epochs: int = 15
     shots: int = 8
     epochs: int = 50
+    # The linear domain head sees 6 steps an epoch here and learns slowly at the prompts'
+    # rate (0.0025); 100x lets it become confident, which the node's suppression relies on.
+    domain_lr: Optional[float] = 0.25
     methods: Sequence[str] = ("baseline", "adu")
     drive_frames: int = 24
     force: bool = False
@@ -110,7 +113,7 @@ def run_demo(options: DemoOptions, echo=print) -> Dict:
         config = TrainConfig(data=str(data), split_file=split_file, forget=forget,
                              memorize=list(options.memorize), shots=options.shots, seed=options.seed,
                              clip=clip, pretrained=pretrained, model_config=model_config,
-                             method=method, epochs=options.epochs)
+                             method=method, epochs=options.epochs, domain_lr=options.domain_lr)
         metrics[method] = train_and_evaluate(config, out / "runs" / method)
         step(f"train + evaluate {method}", t0)
 

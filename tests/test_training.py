@@ -244,3 +244,20 @@ def test_ddl_weights_are_the_papers_at_clip_logit_scale_and_scale_with_it():
     assert absolute.ddl_weights_for(12.5) == pytest.approx((30.0, 10.0))
     with pytest.raises(ValueError, match="ddl_weights"):
         TrainConfig(forget=["sketch"], ddl_weights="sometimes").validate()
+
+
+def test_loss_balance_scales_only_the_ddl_terms_with_the_logit_scale(tiny_clip, tiny_data):
+    from adu_perception.training.loss_balance import format_balance, loss_gradient_norms
+
+    _, clip_config = tiny_clip
+    relative = loss_gradient_norms(tiny_config(tiny_data, clip_config), batches=2)
+    absolute = loss_gradient_norms(tiny_config(tiny_data, clip_config, ddl_weights="absolute"), batches=2)
+    factor = relative["logit_scale"] / 100.0
+    assert (relative["gamma"], relative["lambda"]) == pytest.approx((30 * factor, 10 * factor))
+    for name in ("L_memorize", "L_forget"):  # same batches, same prompts: unchanged
+        assert relative["terms"][name]["grad_norm"] == pytest.approx(absolute["terms"][name]["grad_norm"], rel=1e-4)
+    for name in ("gamma * CE_domain", "-lambda * MMD^2"):
+        assert absolute["terms"][name]["grad_norm"] > 0
+        assert relative["terms"][name]["grad_norm"] == pytest.approx(
+            factor * absolute["terms"][name]["grad_norm"], rel=1e-3)
+    assert "L_memorize" in format_balance(relative)

@@ -111,6 +111,21 @@ def benchmark_unlearning_command(args) -> int:
     return 0
 
 
+def loss_balance_command(args) -> int:
+    import json
+
+    from .loss_balance import format_balance, loss_gradient_norms
+
+    config = config_from_args(args, forget=_csv(args.forget), memorize=_csv(args.memorize or ""),
+                              method="adu")
+    result = loss_gradient_norms(config, batches=args.batches)
+    print(format_balance(result))
+    if args.json:
+        with open(args.json, "w") as file:
+            json.dump(result, file, indent=2)
+    return 0
+
+
 def register(subparsers) -> None:
     train = subparsers.add_parser("train", help="train ADU prompts on a frozen CLIP and evaluate Mem/For/H",
                                   description="Few-shot ADU training on multi-domain image folders; "
@@ -148,3 +163,17 @@ def register_benchmarks(subparsers) -> None:
     bench.add_argument("--work-dir", default="runs/benchmark_unlearning",
                        help="folder for per-run checkpoints (default: %(default)s)")
     bench.set_defaults(func=benchmark_unlearning_command)
+
+    balance = subparsers.add_parser(
+        "loss-balance", help="gradient norm of each ADU loss term on fresh prompts",
+        description="Shows how hard L_memorize, L_forget, gamma*CE_domain and -lambda*MMD^2 pull "
+        "on the prompts and InstaPG of a freshly initialised ADU model, averaged over a few "
+        "training batches: whether the DDL weights swamp the class losses on this backbone.")
+    add_data_arguments(balance)
+    add_model_arguments(balance)
+    add_method_arguments(balance)
+    balance.add_argument("--forget", required=True, help="comma-separated domains to forget")
+    balance.add_argument("--memorize", help="comma-separated domains to keep (default: all others)")
+    balance.add_argument("--batches", type=int, default=4, help="batches averaged (default: %(default)s)")
+    balance.add_argument("--json", help="also write the numbers as JSON here")
+    balance.set_defaults(func=loss_balance_command)
