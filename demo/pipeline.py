@@ -33,7 +33,7 @@ class DemoOptions:
     split_file: Optional[str] = None
     forget: List[str] = field(default_factory=list)   # default: the illustration domains
     memorize: List[str] = field(default_factory=list)
-    # sizes (defaults: about 8 minutes on 2 CPU cores)
+    # sizes (defaults: about 5 minutes on 2 CPU cores)
     pretrain_images: int = 250      # per (class, domain), for the tiny CLIP
     downstream_images: int = 40     # per (class, domain), for unlearning (shots + test)
     pretrain_epochs: int = 15

@@ -247,7 +247,7 @@ def test_ddl_weights_are_the_papers_at_clip_logit_scale_and_scale_with_it():
 
 
 def test_loss_balance_scales_only_the_ddl_terms_with_the_logit_scale(tiny_clip, tiny_data):
-    from adu_perception.training.loss_balance import format_balance, loss_gradient_norms
+    from adu_perception.training.diagnostics import format_balance, loss_gradient_norms
 
     _, clip_config = tiny_clip
     relative = loss_gradient_norms(tiny_config(tiny_data, clip_config), batches=2)
@@ -261,3 +261,12 @@ def test_loss_balance_scales_only_the_ddl_terms_with_the_logit_scale(tiny_clip, 
         assert relative["terms"][name]["grad_norm"] == pytest.approx(
             factor * absolute["terms"][name]["grad_norm"], rel=1e-3)
     assert "L_memorize" in format_balance(relative)
+
+
+def test_domain_separability_of_frozen_features_is_an_accuracy(tiny_clip, tiny_data):
+    from adu_perception.training.diagnostics import domain_separability, format_separability
+
+    result = domain_separability(tiny_config(tiny_data, clip_config=tiny_clip[1]))
+    assert result["chance"] == pytest.approx(1 / len(result["domains"]))
+    assert 0 <= result["accuracy"] <= 1 and set(result["per_domain"]) == set(result["domains"])
+    assert "nearest domain centroid" in format_separability(result)

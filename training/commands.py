@@ -111,15 +111,17 @@ def benchmark_unlearning_command(args) -> int:
     return 0
 
 
-def loss_balance_command(args) -> int:
+def ddl_diagnostics_command(args) -> int:
     import json
 
-    from .loss_balance import format_balance, loss_gradient_norms
+    from .diagnostics import domain_separability, format_balance, format_separability, loss_gradient_norms
 
     config = config_from_args(args, forget=_csv(args.forget), memorize=_csv(args.memorize or ""),
                               method="adu")
-    result = loss_gradient_norms(config, batches=args.batches)
-    print(format_balance(result))
+    result = {"loss_balance": loss_gradient_norms(config, batches=args.batches),
+              "separability": domain_separability(config)}
+    print(format_balance(result["loss_balance"]))
+    print(format_separability(result["separability"]))
     if args.json:
         with open(args.json, "w") as file:
             json.dump(result, file, indent=2)
@@ -165,10 +167,13 @@ def register_benchmarks(subparsers) -> None:
     bench.set_defaults(func=benchmark_unlearning_command)
 
     balance = subparsers.add_parser(
-        "loss-balance", help="gradient norm of each ADU loss term on fresh prompts",
-        description="Shows how hard L_memorize, L_forget, gamma*CE_domain and -lambda*MMD^2 pull "
-        "on the prompts and InstaPG of a freshly initialised ADU model, averaged over a few "
-        "training batches: whether the DDL weights swamp the class losses on this backbone.")
+        "ddl-diagnostics", help="does the Domain Disentangling Loss fit this backbone? (loss "
+        "balance, domain entanglement)",
+        description="(1) How hard L_memorize, L_forget, gamma*CE_domain and -lambda*MMD^2 pull on "
+        "the prompts and InstaPG of a freshly initialised ADU model, averaged over a few training "
+        "batches: whether the DDL weights swamp the class losses on this backbone. (2) How well "
+        "the frozen CLIP's features already separate the domains (nearest domain centroid "
+        "accuracy): ADU's premise is that they are entangled.")
     add_data_arguments(balance)
     add_model_arguments(balance)
     add_method_arguments(balance)
@@ -176,4 +181,4 @@ def register_benchmarks(subparsers) -> None:
     balance.add_argument("--memorize", help="comma-separated domains to keep (default: all others)")
     balance.add_argument("--batches", type=int, default=4, help="batches averaged (default: %(default)s)")
     balance.add_argument("--json", help="also write the numbers as JSON here")
-    balance.set_defaults(func=loss_balance_command)
+    balance.set_defaults(func=ddl_diagnostics_command)

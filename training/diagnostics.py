@@ -1,13 +1,17 @@
-"""`adu benchmark loss-balance`: how hard each loss term pulls on the prompts.
+"""`adu benchmark ddl-diagnostics`: does the Domain Disentangling Loss fit this backbone?
 
-For freshly initialised ADU prompts, the gradient norm of L_memorize, L_forget,
-gamma * CE_domain and -lambda * MMD^2 with respect to the trained prompt/InstaPG parameters,
-averaged over a few training batches. The class losses' gradients grow with CLIP's logit
-scale while the DDL terms' do not: this shows whether gamma and lambda swamp L_memorize on
-a given backbone (see TrainConfig.ddl_weights).
+1. Loss balance: for freshly initialised ADU prompts, the gradient norm of L_memorize,
+   L_forget, gamma * CE_domain and -lambda * MMD^2 with respect to the trained prompt/InstaPG
+   parameters, averaged over a few training batches. The class losses' gradients grow with
+   CLIP's logit scale while the DDL terms' do not: this shows whether gamma and lambda swamp
+   L_memorize on a given backbone (see TrainConfig.ddl_weights).
+2. Entanglement: how well the frozen CLIP's own image features already tell the domains
+   apart (nearest domain centroid of the few-shot training images, scored on the test
+   images). ADU's premise is that they do not; DDL has the most to add when this is low.
 """
 from typing import Dict
 
+import numpy as np
 import torch
 
 from . import losses
@@ -58,6 +62,36 @@ def loss_gradient_norms(config: TrainConfig, batches: int = 4) -> Dict:
             "terms": {name: {"value": sum(v for v, _ in values) / len(values),
                              "grad_norm": sum(g for _, g in values) / len(values)}
                       for name, values in sums.items()}}
+
+
+def domain_separability(config: TrainConfig) -> Dict:
+    """Nearest-centroid domain accuracy of the frozen CLIP's image embeddings."""
+    from adu_perception.runtime.images import resize_center_crop
+
+    from .evaluate import predict
+    from .model import PromptConfig
+
+    clip = load_clip(ClipSpec.from_args(config.clip, config.pretrained, config.model_config))
+    data = prepare_data(config, clip.image_size)
+    embeddings = class_text_embeddings(clip, data.dataset.classes, config.template)
+    frozen = build_model(clip, embeddings, len(data.dataset.domains), PromptConfig(tokens=0, depth=0))
+    # Training images are stored with an augmentation margin: crop them as test images are.
+    train_images = np.stack([resize_center_crop(image, clip.image_size) for image in data.train_images])
+    train = predict(frozen, train_images, clip.mean, clip.std)["embeddings"]
+    test = predict(frozen, data.test_images, clip.mean, clip.std)["embeddings"]
+    train_domains, test_domains = data.labels("train")[1], data.labels("test")[1]
+    centroids = np.stack([train[train_domains == d].mean(0) for d in range(len(data.dataset.domains))])
+    correct = (test @ centroids.T).argmax(1) == test_domains
+    return {"domains": data.dataset.domains, "accuracy": float(correct.mean()),
+            "chance": 1.0 / len(data.dataset.domains),
+            "per_domain": {name: float(correct[test_domains == d].mean())
+                           for d, name in enumerate(data.dataset.domains)}}
+
+
+def format_separability(result: Dict) -> str:
+    per_domain = ", ".join(f"{d} {100 * a:.1f}%" for d, a in result["per_domain"].items())
+    return (f"frozen CLIP features, nearest domain centroid: {100 * result['accuracy']:.1f}% "
+            f"(chance {100 * result['chance']:.1f}%; {per_domain})")
 
 
 def format_balance(result: Dict) -> str:
