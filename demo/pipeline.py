@@ -73,6 +73,8 @@ def run_demo(options: DemoOptions, echo=print) -> Dict:
                          "--model-config/--checkpoint); the tiny CLIP is pretrained on the generated world only")
     if not generated and not options.forget:
         raise ValueError("with --data, name the domains to forget (--forget)")
+    if not generated and not Path(options.data).is_dir():
+        raise FileNotFoundError(f"dataset folder not found: {options.data}")
     prepare_out_dir(out, options.force)
     timings, started = {}, time.monotonic()
 
