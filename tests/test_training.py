@@ -131,12 +131,13 @@ def test_one_optimisation_step_lowers_the_loss(tiny_clip):
     trainable = [p for p in model.parameters() if p.requires_grad]
     assert all(not p.requires_grad for p in model.encoder.visual.parameters())
     optimizer = torch.optim.SGD(trainable, lr=1e-3)
-    before, _ = training_losses(model(images), classes, domains, memorized, config)
+    weights = config.ddl_weights_for(float(model.logit_scale))
+    before, _ = training_losses(model(images), classes, domains, memorized, config, weights)
     optimizer.zero_grad()
     before.backward()
     optimizer.step()
     with torch.no_grad():
-        after, _ = training_losses(model(images), classes, domains, memorized, config)
+        after, _ = training_losses(model(images), classes, domains, memorized, config, weights)
     assert after.item() < before.item()
 
 
@@ -248,10 +249,14 @@ def test_ddl_weights_are_the_papers_at_clip_logit_scale_and_scale_with_it():
 
 def test_loss_balance_scales_only_the_ddl_terms_with_the_logit_scale(tiny_clip, tiny_data):
     from adu_perception.training.diagnostics import format_balance, loss_gradient_norms
+    from adu_perception.training.trainer import prepare_data
 
-    _, clip_config = tiny_clip
-    relative = loss_gradient_norms(tiny_config(tiny_data, clip_config), batches=2)
-    absolute = loss_gradient_norms(tiny_config(tiny_data, clip_config, ddl_weights="absolute"), batches=2)
+    clip, clip_config = tiny_clip
+    config = tiny_config(tiny_data, clip_config)
+    data = prepare_data(config, clip.image_size)
+    relative = loss_gradient_norms(config, clip, data, batches=2)
+    absolute = loss_gradient_norms(tiny_config(tiny_data, clip_config, ddl_weights="absolute"), clip, data,
+                                   batches=2)
     factor = relative["logit_scale"] / 100.0
     assert (relative["gamma"], relative["lambda"]) == pytest.approx((30 * factor, 10 * factor))
     for name in ("L_memorize", "L_forget"):  # same batches, same prompts: unchanged
@@ -265,8 +270,11 @@ def test_loss_balance_scales_only_the_ddl_terms_with_the_logit_scale(tiny_clip, 
 
 def test_domain_separability_of_frozen_features_is_an_accuracy(tiny_clip, tiny_data):
     from adu_perception.training.diagnostics import domain_separability, format_separability
+    from adu_perception.training.trainer import prepare_data
 
-    result = domain_separability(tiny_config(tiny_data, clip_config=tiny_clip[1]))
+    clip, clip_config = tiny_clip
+    config = tiny_config(tiny_data, clip_config)
+    result = domain_separability(config, clip, prepare_data(config, clip.image_size))
     assert result["chance"] == pytest.approx(1 / len(result["domains"]))
     assert 0 <= result["accuracy"] <= 1 and set(result["per_domain"]) == set(result["domains"])
     assert "nearest domain centroid" in format_separability(result)

@@ -114,12 +114,17 @@ def benchmark_unlearning_command(args) -> int:
 def ddl_diagnostics_command(args) -> int:
     import json
 
+    from .clip_loader import ClipSpec, load_clip
     from .diagnostics import domain_separability, format_balance, format_separability, loss_gradient_norms
+    from .trainer import prepare_data
 
     config = config_from_args(args, forget=_csv(args.forget), memorize=_csv(args.memorize or ""),
                               method="adu")
-    result = {"loss_balance": loss_gradient_norms(config, batches=args.batches),
-              "separability": domain_separability(config)}
+    config.validate()
+    clip = load_clip(ClipSpec.from_args(config.clip, config.pretrained, config.model_config))
+    data = prepare_data(config, clip.image_size)  # decoded once for both diagnostics
+    result = {"loss_balance": loss_gradient_norms(config, clip, data, batches=args.batches),
+              "separability": domain_separability(config, clip, data)}
     print(format_balance(result["loss_balance"]))
     print(format_separability(result["separability"]))
     if args.json:

@@ -14,32 +14,34 @@ from typing import Dict
 import numpy as np
 import torch
 
-from . import losses
 from .checkpoint import build_model
-from .clip_loader import ClipSpec, class_text_embeddings, load_clip
+from .clip_loader import FrozenClip, class_text_embeddings
 from .config import TrainConfig
 from .data import resolve_domains
-from .trainer import Augment, prepare_data, prompt_config, seed_everything, to_model_input
+from .trainer import (Augment, PreparedData, prompt_config, seed_everything, to_model_input,
+                      training_losses)
 
 
-def loss_gradient_norms(config: TrainConfig, batches: int = 4) -> Dict:
-    """{"logit_scale", "weights": {ddl_weights: (gamma, lambda)}, "terms": {name: {value, grad_norm}}}."""
+def loss_gradient_norms(config: TrainConfig, clip: FrozenClip, data: PreparedData,
+                        batches: int = 4) -> Dict:
+    """{"logit_scale", "ddl_weights", "gamma", "lambda", "batches", "terms": {name: {value, grad_norm}}}.
+
+    The prompts start as `adu train` starts them (same seed); the batches are drawn from the
+    same training images it uses."""
     config.validate()
-    seed_everything(config.seed)
-    clip = load_clip(ClipSpec.from_args(config.clip, config.pretrained, config.model_config))
-    data = prepare_data(config, clip.image_size)
     forget, memorize = resolve_domains(data.dataset, config.forget, config.memorize)
     embeddings = class_text_embeddings(clip, data.dataset.classes, config.template)
     prompts = prompt_config(config, len(clip.model.visual.transformer.resblocks))
+    seed_everything(config.seed)
     model = build_model(clip, embeddings, len(data.dataset.domains), prompts)
     logit_scale = float(model.logit_scale)
     gamma, lam = config.ddl_weights_for(logit_scale)
 
-    memorized_ids = torch.tensor(data.dataset.domain_indices(memorize))
-    used = torch.from_numpy(data.labels("train")[1]).clone()
-    used = torch.isin(used, torch.tensor(data.dataset.domain_indices(memorize + forget)))
-    images = torch.from_numpy(data.train_images)[used]
-    classes, domains = (torch.from_numpy(a)[used] for a in data.labels("train"))
+    memorized_ids = data.dataset.domain_indices(memorize)
+    used = np.isin(data.labels("train")[1], memorized_ids + data.dataset.domain_indices(forget))
+    images = torch.from_numpy(data.train_images[used])
+    classes, domains = (torch.from_numpy(a[used]) for a in data.labels("train"))
+    is_memorized = torch.from_numpy(np.isin(domains.numpy(), memorized_ids))
     params = [p for name, p in model.named_parameters()
               if p.requires_grad and not name.startswith("domain_head.")]
     augment, generator = Augment(clip.image_size), torch.Generator().manual_seed(config.seed)
@@ -47,12 +49,10 @@ def loss_gradient_norms(config: TrainConfig, batches: int = 4) -> Dict:
     for _ in range(batches):
         index = torch.randperm(len(images), generator=generator)[:config.batch_size]
         out = model(to_model_input(augment(images[index]), clip.mean, clip.std))
-        memorized = torch.isin(domains[index], memorized_ids)
-        _, ce, mmd2 = losses.domain_disentangling_loss(out["domain_logits"], out["embeddings"],
-                                                       domains[index], gamma, lam)
-        terms = {"L_memorize": losses.memorize_loss(out["logits"][memorized], classes[index][memorized]),
-                 "L_forget": losses.forget_loss(out["logits"][~memorized]),
-                 "gamma * CE_domain": gamma * ce, "-lambda * MMD^2": -lam * mmd2}
+        _, raw = training_losses(out, classes[index], domains[index], is_memorized[index], config,
+                                 (gamma, lam))
+        terms = {"L_memorize": raw["mem"], "L_forget": raw["for"],
+                 "gamma * CE_domain": gamma * raw["domain_ce"], "-lambda * MMD^2": -lam * raw["mmd2"]}
         for name, term in terms.items():
             grads = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
             norm = torch.sqrt(sum((g ** 2).sum() for g in grads if g is not None))
@@ -64,15 +64,13 @@ def loss_gradient_norms(config: TrainConfig, batches: int = 4) -> Dict:
                       for name, values in sums.items()}}
 
 
-def domain_separability(config: TrainConfig) -> Dict:
+def domain_separability(config: TrainConfig, clip: FrozenClip, data: PreparedData) -> Dict:
     """Nearest-centroid domain accuracy of the frozen CLIP's image embeddings."""
     from adu_perception.runtime.images import resize_center_crop
 
     from .evaluate import predict
     from .model import PromptConfig
 
-    clip = load_clip(ClipSpec.from_args(config.clip, config.pretrained, config.model_config))
-    data = prepare_data(config, clip.image_size)
     embeddings = class_text_embeddings(clip, data.dataset.classes, config.template)
     frozen = build_model(clip, embeddings, len(data.dataset.domains), PromptConfig(tokens=0, depth=0))
     # Training images are stored with an augmentation margin: crop them as test images are.

@@ -106,24 +106,20 @@ def prompt_config(config: TrainConfig, n_blocks: int) -> PromptConfig:
 
 
 def training_losses(model_out: dict, classes, domains, memorized_mask, config: TrainConfig,
-                    ddl_weights=None):
-    """L = L_memorize + L_forget (+ gamma CE_domain - lambda MMD^2). Returns (total, parts).
-
-    `ddl_weights` (gamma, lambda) as applied; default: the config's, unscaled."""
+                    ddl_weights):
+    """L = L_memorize + L_forget (+ gamma CE_domain - lambda MMD^2), with `ddl_weights` the
+    (gamma, lambda) applied (TrainConfig.ddl_weights_for). Returns (total, terms): the
+    unweighted terms as tensors (mem, for, and with DDL domain_ce, mmd2)."""
     logits = model_out["logits"]
     forgotten_mask = ~memorized_mask
-    l_mem = losses.memorize_loss(logits[memorized_mask], classes[memorized_mask])
-    l_for = losses.forget_loss(logits[forgotten_mask])
-    total = l_mem + l_for
-    parts = {"mem": l_mem.item(), "for": l_for.item()}
+    terms = {"mem": losses.memorize_loss(logits[memorized_mask], classes[memorized_mask]),
+             "for": losses.forget_loss(logits[forgotten_mask])}
+    total = terms["mem"] + terms["for"]
     if config.uses_ddl:
-        gamma, lam = ddl_weights or (config.gamma, config.lam)
-        l_dom, ce, mmd2 = losses.domain_disentangling_loss(
-            model_out["domain_logits"], model_out["embeddings"], domains, gamma, lam)
+        l_dom, terms["domain_ce"], terms["mmd2"] = losses.domain_disentangling_loss(
+            model_out["domain_logits"], model_out["embeddings"], domains, *ddl_weights)
         total = total + l_dom
-        parts.update(domain_ce=ce.item(), mmd2=mmd2.item())
-    parts["total"] = total.item()
-    return total, parts
+    return total, terms
 
 
 def train(config: TrainConfig, run_dir, data: Optional[PreparedData] = None,
@@ -212,15 +208,15 @@ def train(config: TrainConfig, run_dir, data: Optional[PreparedData] = None,
             images = to_model_input(augment(train_images[index]).to(device), clip.mean, clip.std)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                 out = model(images)
-            total, parts = training_losses(
+            total, terms = training_losses(
                 {k: v.float() for k, v in out.items()}, train_classes[index].to(device),
                 train_domains[index].to(device), is_memorized[index].to(device), config, ddl_weights)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(total).backward()
             scaler.step(optimizer)
             scaler.update()
-            for key, value in parts.items():
-                sums[key] = sums.get(key, 0.0) + value / steps_per_epoch
+            for key, value in {**terms, "total": total}.items():
+                sums[key] = sums.get(key, 0.0) + value.item() / steps_per_epoch
         payload["history"].append({"epoch": epoch + 1, **{k: round(v, 5) for k, v in sums.items()}})
         bar.set_postfix(loss=f"{sums['total']:.3f}")
         payload.update(epoch=epoch + 1, trainable_state=model.trainable_state_dict(),
