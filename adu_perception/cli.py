@@ -58,6 +58,11 @@ class CommandError(Exception):
     """A user-facing failure: printed as one clear line, exit status 2."""
 
 
+def csv_list(value) -> list:
+    """'a, b,,c' -> ['a', 'b', 'c'] (None or '' -> []), for comma-separated options."""
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

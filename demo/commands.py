@@ -1,11 +1,9 @@
 """CLI for `adu demo` (light module: the heavy imports happen when the command runs)."""
 from pathlib import Path
 
+from adu_perception.cli import CommandError, csv_list
+
 from .pipeline import DemoOptions  # stdlib only at import time
-
-
-def _csv(value):
-    return [v.strip() for v in (value or "").split(",") if v.strip()]
 
 
 def demo_command(args) -> int:
@@ -17,16 +15,14 @@ def demo_command(args) -> int:
     options = DemoOptions(
         out=Path(args.out), seed=args.seed, clip=args.clip,
         pretrained=args.pretrained or args.pretrained_file, model_config=args.model_config,
-        data=args.data, split_file=args.split_file, forget=_csv(args.forget),
-        memorize=_csv(args.memorize), pretrain_images=args.pretrain_images,
+        data=args.data, split_file=args.split_file, forget=csv_list(args.forget),
+        memorize=csv_list(args.memorize), pretrain_images=args.pretrain_images,
         downstream_images=args.downstream_images, pretrain_epochs=args.pretrain_epochs,
-        shots=args.shots, epochs=args.epochs, domain_lr=args.domain_lr, methods=_csv(args.methods),
+        shots=args.shots, epochs=args.epochs, domain_lr=args.domain_lr, methods=csv_list(args.methods),
         drive_frames=args.drive_frames, force=args.force)
     try:
         run_demo(options)
     except (ExportError, CheckpointError) as error:
-        from adu_perception.cli import CommandError
-
         raise CommandError(str(error)) from None
     return 0
 

@@ -4,16 +4,8 @@ Light module: torch, onnx and tensorrt are imported only when a command runs.
 """
 import json
 
-
-def _csv(value):
-    return [v.strip() for v in (value or "").split(",") if v.strip()]
-
-
-def _user_errors():
-    """Export/engine failures are user-facing: one clear line, non-zero exit (cli.main)."""
-    from adu_perception.cli import CommandError
-
-    return CommandError
+# Export/engine failures are user-facing: one clear line, non-zero exit (cli.main).
+from adu_perception.cli import CommandError, csv_list
 
 
 def export_command(args) -> int:
@@ -25,7 +17,7 @@ def export_command(args) -> int:
         bundle = export_bundle(args.run, args.out, opset=args.opset, parity_images=args.parity_images,
                                data_root=args.data, overwrite=args.force)
     except (ExportError, CheckpointError) as error:
-        raise _user_errors()(str(error)) from None
+        raise CommandError(str(error)) from None
     manifest = json.loads((bundle / "manifest.json").read_text())
     parity, thresholds = manifest["parity"], manifest["thresholds"]
     print(f"bundle: {bundle}")
@@ -46,7 +38,7 @@ def engine_command(args) -> int:
                             min_batch=args.min_batch, opt_batch=args.opt_batch,
                             max_batch=args.max_batch, calib_dir=args.calib_dir, force=args.force)
     except EngineError as error:
-        raise _user_errors()(str(error)) from None
+        raise CommandError(str(error)) from None
     print(plan)
     return 0
 
@@ -56,18 +48,18 @@ def latency_command(args) -> int:
 
     from .latency import bundle_latency, format_table, random_weights_latency
 
-    batches = [int(v) for v in _csv(args.batches)]
-    providers = _csv(args.providers) or None
+    batches = [int(v) for v in csv_list(args.batches)]
+    providers = csv_list(args.providers) or None
     if args.clip:
         if not args.random_weights:
-            raise _user_errors()("--clip needs --random-weights: no pretrained weights can be "
+            raise CommandError("--clip needs --random-weights: no pretrained weights can be "
                                  "downloaded here, and latency does not depend on them")
         result = random_weights_latency(args.clip, providers, batches, args.warmup or 2,
                                         args.repeats or 10)
     elif args.bundle:
         result = bundle_latency(args.bundle, providers, batches, args.warmup or 5, args.repeats or 50)
     else:
-        raise _user_errors()("give --bundle B, or --clip NAME --random-weights")
+        raise CommandError("give --bundle B, or --clip NAME --random-weights")
     print(format_table(result))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

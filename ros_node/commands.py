@@ -4,11 +4,7 @@ Light module: numpy, OpenCV, ONNX Runtime and rclpy are imported only when a com
 so `adu --help` stays fast and works on an edge image without ROS.
 """
 
-
-def _user_error(error):
-    from adu_perception.cli import CommandError
-
-    return CommandError(str(error))
+from adu_perception.cli import CommandError
 
 
 def replay_command(args) -> int:
@@ -22,7 +18,7 @@ def replay_command(args) -> int:
                forgotten_domain=args.forgotten_threshold, top_k=args.top_k,
                max_frames=args.max_frames, topics=args.topics)
     except BackendError as error:
-        raise _user_error(error) from None
+        raise CommandError(str(error)) from None
     return 0
 
 
@@ -35,7 +31,7 @@ def node_benchmark_command(args) -> int:
         run_benchmark(args.bundle, frames=args.frames, warmup=args.warmup, backend=args.backend,
                       frame_size=args.frame_size, json_out=args.json)
     except BackendError as error:
-        raise _user_error(error) from None
+        raise CommandError(str(error)) from None
     return 0
 
 

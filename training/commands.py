@@ -4,13 +4,11 @@ Light module: torch and open_clip are imported only when a command runs.
 """
 import argparse
 
+from adu_perception.cli import csv_list
+
 from .config import DDL_WEIGHTINGS, METHODS, TrainConfig
 
 DEFAULTS = TrainConfig()
-
-
-def _csv(value: str):
-    return [v.strip() for v in value.split(",") if v.strip()]
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,7 +81,7 @@ def config_from_args(args, **overrides) -> TrainConfig:
 def train_command(args) -> int:
     from .pipeline import train_and_evaluate
 
-    config = config_from_args(args, forget=_csv(args.forget), memorize=_csv(args.memorize or ""))
+    config = config_from_args(args, forget=csv_list(args.forget), memorize=csv_list(args.memorize))
     train_and_evaluate(config, args.out, resume=args.resume)
     print(open(f"{args.out}/metrics.md").read())
     return 0
@@ -103,8 +101,8 @@ def benchmark_unlearning_command(args) -> int:
     from .benchmark import results_table, run_unlearning_benchmark, write_report
 
     config = config_from_args(args, forget=["-"])
-    sizes = [int(v) for v in _csv(args.forget_sizes)]
-    report = run_unlearning_benchmark(config, _csv(args.methods), sizes, args.work_dir)
+    sizes = [int(v) for v in csv_list(args.forget_sizes)]
+    report = run_unlearning_benchmark(config, csv_list(args.methods), sizes, args.work_dir)
     write_report(report, args.out)
     print(results_table(report))
     print(f"\n{report['setup']['seconds']:.0f} s; JSON written to {args.out}")
@@ -118,7 +116,7 @@ def ddl_diagnostics_command(args) -> int:
     from .diagnostics import domain_separability, format_balance, format_separability, loss_gradient_norms
     from .trainer import prepare_data
 
-    config = config_from_args(args, forget=_csv(args.forget), memorize=_csv(args.memorize or ""),
+    config = config_from_args(args, forget=csv_list(args.forget), memorize=csv_list(args.memorize),
                               method="adu")
     config.validate()
     clip = load_clip(ClipSpec.from_args(config.clip, config.pretrained, config.model_config))
