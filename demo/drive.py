@@ -22,16 +22,12 @@ RESULT_TIMEOUT_S = 10.0  # per crop; the tiny model answers in milliseconds
 def _image_msg(rgb: np.ndarray, frame_id: str, stamp_ns: int):
     from sensor_msgs.msg import Image
 
-    msg = Image(height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8",
-                step=rgb.shape[1] * 3, data=np.ascontiguousarray(rgb).tobytes())
+    from adu_perception.runtime.images import rgb_to_image_fields
+
+    msg = Image(**rgb_to_image_fields(rgb))
     msg.header.frame_id = frame_id
     msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
     return msg
-
-
-def crop(frame: np.ndarray, box) -> np.ndarray:
-    x, y, w, h = box
-    return frame[y:y + h, x:x + w]
 
 
 def run_drive_through_node(bundle, frames: Sequence, backend: str = "onnxruntime-cpu",
@@ -50,6 +46,7 @@ def run_drive_through_node(bundle, frames: Sequence, backend: str = "onnxruntime
     from tqdm import tqdm
 
     from adu_perception.ros_node.classifier_node import ClassifierNode
+    from adu_perception.runtime.images import crop_regions
 
     # Our own ROS domain on this host: no cross-talk with other graphs on the machine.
     os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
@@ -76,8 +73,8 @@ def run_drive_through_node(bundle, frames: Sequence, backend: str = "onnxruntime
         for t, i, obj in tqdm(jobs, desc="drive: node classifies objects", disable=not progress,
                               unit="obj"):
             frame_id = f"drive/frame_{t:04d}/object_{i}"
-            publisher.publish(_image_msg(crop(frames[t][0], obj["box"]), frame_id,
-                                         time.time_ns()))
+            [(_, object_crop)] = crop_regions(frames[t][0], [obj["box"]])
+            publisher.publish(_image_msg(object_crop, frame_id, time.time_ns()))
             _wait_for(executor, lambda: frame_id in answers, f"the node's answer for {frame_id}")
             result = answers.pop(frame_id)["results"][0]
             records.append({"frame": t, "box": [int(v) for v in obj["box"]],

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
 
-import cv2
 import numpy as np
 
 log = logging.getLogger(__name__)
@@ -24,7 +23,6 @@ MODEL_NAME = CONFIG_PATH.stem  # open_clip names a config file's model after the
 CAPTION_TEMPLATES = ("a picture of a {}.", "a photo of a {}.", "an image of a {}.", "a {}.",
                      "there is a {} here.", "a view of a {}.")
 ZERO_SHOT_TEMPLATE = "a photo of a {}."
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
 
 def register_config(config_path=CONFIG_PATH) -> str:
@@ -36,33 +34,14 @@ def register_config(config_path=CONFIG_PATH) -> str:
 
 
 def load_image_folder(root, size: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray, list, list]:
-    """`<root>/<domain>/<class>/*` -> (uint8 [N, size, size, 3] RGB, class ids, domain ids, classes, domains)."""
-    root = Path(root)
-    domains = sorted(p.name for p in root.iterdir() if p.is_dir())
-    classes = sorted({c.name for d in domains for c in (root / d).iterdir() if c.is_dir()})
-    images, labels, domain_ids = [], [], []
-    for d, domain in enumerate(domains):
-        for c, cls in enumerate(classes):
-            folder = root / domain / cls
-            for file in sorted(folder.iterdir()) if folder.is_dir() else ():
-                if file.suffix.lower() in IMAGE_SUFFIXES:
-                    image = cv2.cvtColor(cv2.imread(str(file), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-                    if image.shape[:2] != (size, size):
-                        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
-                    images.append(image)
-                    labels.append(c)
-                    domain_ids.append(d)
-    if not images:
-        raise ValueError(f"no images under {root} (expected <root>/<domain>/<class>/*)")
-    return np.stack(images), np.array(labels), np.array(domain_ids), classes, domains
+    """`<root>/<domain>/<class>/*` -> (uint8 [N, size, size, 3] RGB, class ids, domain ids, classes, domains),
+    read by the training stage's own loader."""
+    from adu_perception.training.data import MultiDomainDataset, load_images
 
-
-def _normalise(batch_uint8, mean, std):
-    """uint8 NHWC -> normalised float NCHW, as open_clip's preprocessing does."""
-    import torch
-
-    x = batch_uint8.permute(0, 3, 1, 2).float() / 255
-    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    dataset = MultiDomainDataset.scan(root)
+    images, kept, _ = load_images(dataset.root, dataset.samples, size)
+    return (images, np.array([s.class_index for s in kept]), np.array([s.domain_index for s in kept]),
+            dataset.classes, dataset.domains)
 
 
 def _augment(x, generator):
@@ -106,6 +85,8 @@ def pretrain_tiny_clip(data_root, out_dir, epochs: int = 15, seed: int = 0, batc
     import torch.nn.functional as F
     from open_clip.transformer import PatchDropout
     from tqdm import tqdm
+
+    from adu_perception.training.trainer import to_model_input
 
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -151,7 +132,7 @@ def pretrain_tiny_clip(data_root, out_dir, epochs: int = 15, seed: int = 0, batc
         correct = 0
         for i in range(0, len(order), batch_size):
             index = order[i:i + batch_size]
-            x = _augment(_normalise(images[index], mean, std), generator)
+            x = _augment(to_model_input(images[index], mean, std), generator)
             y = labels[index]
             template = torch.randint(len(CAPTION_TEMPLATES), (), generator=generator)
             done = step / max(1, total - 1)  # geometric interpolation between the temperatures
