@@ -24,6 +24,7 @@ import numpy as np
 
 from .bundle import Bundle, BundleError, load_bundle
 from .decision import Decision, decide, describe
+from .engines import EngineError, check_engine, engine_filename, engine_keys
 
 log = logging.getLogger(__name__)
 
@@ -211,8 +212,7 @@ def _gpu(cudart) -> Tuple[str, Tuple[int, int]]:
 def find_engine(bundle: Bundle, tensorrt_version: str, gpu_name: str,
                 capability: Tuple[int, int], precision: Optional[str] = None) -> Path:
     """The bundle's engine for this model + TensorRT + GPU, or BackendError explaining why not.
-    Naming and sidecar checks are the export stage's (adu_perception.export.engine)."""
-    from adu_perception.export.engine import EngineError, check_engine, engine_filename, engine_keys
+    Naming and sidecar checks: runtime/engines.py (shared with `adu engine`)."""
 
     for candidate in ([precision] if precision else ENGINE_PRECISIONS):
         plan = bundle.path / engine_filename(bundle.model_sha256, tensorrt_version, gpu_name,
