@@ -2,8 +2,10 @@
 
 The graph takes uint8 RGB NHWC images and does the CLIP preprocessing itself, so a consumer
 only resizes and crops. Prompts, InstaPG and the class-text embeddings are graph constants;
-the text tower is never part of the graph. Export is checked against the PyTorch model on
-the run's own test images and refused (no bundle written) when ONNX Runtime disagrees.
+the text tower is never part of the graph: learned text prompts are run once and their class
+text features folded in. Export is checked against the PyTorch model on the run's own test
+images and refused (no bundle written) when ONNX Runtime disagrees. Decision thresholds are
+chosen on the run's calibration images and their rates reported on its test images.
 """
 import contextlib
 import datetime
@@ -79,13 +81,14 @@ def mha_fastpath_disabled():
 
 
 def export_onnx(model: nn.Module, path, image_size: int, mean, std, opset: int = MIN_OPSET) -> Path:
-    """Trace `model` (an AduModel) inside ExportModule to `path` (fp32, dynamic batch)."""
+    """Trace `model` (an AduModel; learned text prompts folded to constants first) inside
+    ExportModule to `path` (fp32, dynamic batch)."""
     if opset < MIN_OPSET:
         raise ExportError(f"opset {opset} is too old: the bundle needs opset >= {MIN_OPSET} "
                           f"(LayerNormalization)")
     path = Path(path)
     # fp32 throughout: open_clip may hold fp16 weights, and fp16 LayerNorm loses parity.
-    wrapper = ExportModule(model, mean, std).float().eval()
+    wrapper = ExportModule(model.with_folded_text(), mean, std).float().eval()
     # Batch 2 for tracing so no shape gets specialised to 1; the axis is declared dynamic.
     dummy = torch.randint(0, 256, (2, image_size, image_size, 3), dtype=torch.uint8)
     dynamic = {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)}
@@ -299,13 +302,12 @@ def export_bundle(run_dir, out_dir, opset: int = MIN_OPSET, parity_images: int =
     """Export a finished run to a bundle folder; returns its path.
 
     Parity is checked on `parity_images` test images (half memorized, half forgotten
-    domains); thresholds are chosen on all of the run's test images, as the graph computes
-    them. Nothing is left at `out_dir` unless every check passed.
+    domains). Thresholds are chosen on the run's calibration images (neither trained on nor
+    tested) through the graph, and the manifest reports their rates on the test images.
+    Nothing is left at `out_dir` unless every check passed.
     """
     from adu_perception.training.checkpoint import checkpoint_path, load_checkpoint, model_from_checkpoint
-    from adu_perception.training.pipeline import load_test_split
-
-    from .thresholds import choose_thresholds
+    from adu_perception.training.pipeline import load_split
 
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
@@ -315,15 +317,19 @@ def export_bundle(run_dir, out_dir, opset: int = MIN_OPSET, parity_images: int =
     if not payload.get("complete"):
         raise ExportError(f"run {run_dir} has not finished training (epoch {payload.get('epoch')})")
     model, _ = model_from_checkpoint(payload)
-    model = model.float().eval()
+    model = model.float().eval().with_folded_text()
     mean, std, size = payload["mean"], payload["std"], int(payload["image_size"])
     domain_names = payload["domain_names"]
     memorized_ids = [domain_names.index(d) for d in payload["memorized_domains"]]
     forgotten_ids = [domain_names.index(d) for d in payload["forgotten_domains"]]
 
-    images, classes, domains, _ = load_test_split(payload, data_root)
-    if len(images) == 0:
+    test = load_split(payload, "test", data_root)
+    calibration = load_split(payload, "calibration", data_root)
+    if len(test[0]) == 0:
         raise ExportError(f"run {run_dir} has no readable test images to check the export on")
+    if len(calibration[0]) == 0:
+        raise ExportError(f"run {run_dir} has no readable calibration images to choose the "
+                          f"thresholds on (train it with --calibration-shots >= 1)")
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
@@ -337,21 +343,15 @@ def export_bundle(run_dir, out_dir, opset: int = MIN_OPSET, parity_images: int =
                     int(payload["class_embeddings"].shape[1]), max_parameters=module_elements(model) + 6)
         session = ort_session(onnx_path)
 
+        images, _, domains, _ = test
         sample = parity_sample(domains, memorized_ids, forgotten_ids, parity_images)
         log.info("parity check on %d test images (ONNX Runtime CPU vs PyTorch)", len(sample))
         parity = check_parity(session, model, images[sample], mean, std, tolerance)
         log.info("parity: max |dprobs| %.2e, top-1 agreement %.1f%%", parity["max_abs_diff_probs"],
                  100 * parity["top1_agreement"])
 
-        outputs = run_onnx(session, images, desc="thresholds: run graph on test images" if progress else None)
-        thresholds = choose_thresholds(outputs["probs"], outputs["domain_probs"], classes, domains,
-                                       memorized_ids, forgotten_ids, keep=keep)
-        thresholds["chosen_on"] = f"all {len(images)} test images of the run (ONNX Runtime outputs)"
-        log.info("thresholds: confidence %.2f, forgotten_domain %.2f (memorized correct kept "
-                 "%.1f%%, forgotten suppressed %.1f%%)", thresholds["confidence"],
-                 thresholds["forgotten_domain"], 100 * thresholds["memorized_correct_kept"],
-                 100 * thresholds["forgotten_suppressed"])
-
+        thresholds = calibrated_thresholds(session, calibration, test, memorized_ids,
+                                           forgotten_ids, keep, progress)
         manifest = build_manifest(payload, checkpoint, opset, sha256_file(onnx_path), thresholds, parity)
         (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
         _publish(staging, out_dir, overwrite)
@@ -360,3 +360,31 @@ def export_bundle(run_dir, out_dir, opset: int = MIN_OPSET, parity_images: int =
         raise
     log.info("bundle written: %s", out_dir)
     return out_dir
+
+
+def calibrated_thresholds(session, calibration, test, memorized_ids, forgotten_ids,
+                          keep: float, progress: bool = False) -> dict:
+    """The manifest's `thresholds`: chosen on the calibration split's graph outputs, with the
+    rates (memorized correct kept, forgotten suppressed) of the test split."""
+    from .thresholds import choose_thresholds, score_thresholds
+
+    def outputs(split, name):
+        return run_onnx(session, split[0], desc=f"thresholds: graph on {name} images" if progress else None)
+
+    calibration_out, test_out = outputs(calibration, "calibration"), outputs(test, "test")
+    chosen = choose_thresholds(calibration_out["probs"], calibration_out["domain_probs"],
+                               calibration[1], calibration[2], memorized_ids, forgotten_ids, keep=keep)
+    thresholds = score_thresholds(test_out["probs"], test_out["domain_probs"], test[1], test[2],
+                                  memorized_ids, forgotten_ids, chosen["confidence"],
+                                  chosen["forgotten_domain"])
+    thresholds.update(
+        target_memorized_correct_kept=keep,
+        chosen_on=f"{len(calibration[0])} calibration images of the run (ONNX Runtime outputs); "
+                  f"rates on its {len(test[0])} test images",
+        calibration={k: chosen[k] for k in ("memorized_correct_kept", "forgotten_suppressed",
+                                            "n_memorized_correct", "n_forgotten")})
+    log.info("thresholds: confidence %.2f, forgotten_domain %.2f (test: memorized correct kept "
+             "%.1f%%, forgotten suppressed %.1f%%)", thresholds["confidence"],
+             thresholds["forgotten_domain"], 100 * thresholds["memorized_correct_kept"],
+             100 * thresholds["forgotten_suppressed"])
+    return thresholds

@@ -33,14 +33,21 @@ def manifest_of(bundle):
 
 @pytest.fixture(scope="module")
 def run_data(tiny_run):
-    """The run's checkpoint, rebuilt PyTorch model and test split."""
+    """The run's checkpoint, rebuilt PyTorch model (learned text prompts, not folded) and
+    test split."""
     from adu_perception.training.checkpoint import load_checkpoint, model_from_checkpoint
-    from adu_perception.training.pipeline import load_test_split
+    from adu_perception.training.pipeline import load_split
 
     payload = load_checkpoint(tiny_run)
     model, clip = model_from_checkpoint(payload)
-    images, classes, domains, _ = load_test_split(payload)
+    images, classes, domains, _ = load_split(payload, "test")
     return payload, model, clip, images, classes, domains
+
+
+def test_the_exported_run_learned_text_prompts(run_data):
+    payload, model, _, _, _, _ = run_data
+    assert payload["prompt_config"]["text_tokens"] == 8 and model.text_encoder is not None
+    assert "text_encoder.context" in payload["trainable_state"]
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +119,8 @@ def test_graph_passes_full_onnx_check_and_holds_no_text_encoder(tiny_bundle, run
     assert tuple(clip.model.token_embedding.weight.shape) not in shapes
     stored = sum(int(np.prod(t.dims)) for t in graph.graph.initializer)
     text_tower = sum(p.numel() for n, p in clip.model.named_parameters() if not n.startswith("visual."))
-    assert stored <= sum(t.numel() for t in model.state_dict().values()) + 6  # + mean, std
+    image_model = model.with_folded_text()  # text features as one constant [C, E]
+    assert stored <= sum(t.numel() for t in image_model.state_dict().values()) + 6  # + mean, std
     assert stored < text_tower  # the tiny text tower alone outweighs the whole graph
 
 
@@ -132,6 +140,45 @@ def test_parity_failure_fails_loudly_and_writes_no_bundle(tiny_run, tmp_path, mo
     assert list(tmp_path.iterdir()) == []  # the staging folder is gone too
 
 
+def test_probability_difference_over_tolerance_fails_parity_with_the_same_top1(tiny_run, tmp_path,
+                                                                               monkeypatch):
+    real_run_onnx = onnx_export.run_onnx
+
+    def slightly_off_run_onnx(*args, **kwargs):
+        outputs = real_run_onnx(*args, **kwargs)
+        probs = outputs["probs"].copy()
+        top = probs.argmax(1)
+        probs[np.arange(len(probs)), top] += 1e-3  # over the 1e-4 tolerance, argmax unchanged
+        outputs["probs"] = probs
+        return outputs
+
+    monkeypatch.setattr(onnx_export, "run_onnx", slightly_off_run_onnx)
+    with pytest.raises(ParityError, match=r"max_abs_diff_probs = 0\.001 > 0\.0001") as error:
+        export_bundle(tiny_run, tmp_path / "bundle", progress=False)
+    assert "top-1" not in str(error.value)
+    assert not (tmp_path / "bundle").exists()
+
+
+def test_adu_export_exits_nonzero_with_one_line_on_a_parity_failure(tiny_run, tmp_path, monkeypatch,
+                                                                     capsys):
+    from adu_perception.cli import main
+
+    real_run_onnx = onnx_export.run_onnx
+
+    def disagreeing_run_onnx(*args, **kwargs):
+        outputs = real_run_onnx(*args, **kwargs)
+        outputs["domain_probs"] = outputs["domain_probs"][:, ::-1]
+        return outputs
+
+    monkeypatch.setattr(onnx_export, "run_onnx", disagreeing_run_onnx)
+    status = main(["export", "--run", str(tiny_run), "--out", str(tmp_path / "bundle")])
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]
+    assert status == 2
+    assert len(errors) == 1 and errors[0].startswith("adu export: error: ONNX Runtime disagrees")
+    assert "max_abs_diff_domain_probs" in errors[0] and "Traceback" not in errors[0]
+    assert not (tmp_path / "bundle").exists()
+
+
 def test_export_refuses_to_overwrite_without_force(tiny_run, tiny_bundle):
     with pytest.raises(onnx_export.ExportError, match="already exists"):
         export_bundle(tiny_run, tiny_bundle, progress=False)
@@ -143,26 +190,65 @@ def test_export_leaves_the_attention_fast_path_setting_as_it_was(tiny_bundle):
     assert torch.backends.mha.get_fastpath_enabled()  # disabled only while tracing
 
 
-def test_thresholds_keep_95_percent_of_correct_memorized_predictions(tiny_bundle, run_data, session):
-    from adu_perception.runtime.decision import decide
-
-    _, _, _, images, classes, domains = run_data
-    manifest = manifest_of(tiny_bundle)
-    thresholds = manifest["thresholds"]
-    outputs = run_onnx(session, images)
+def memorized_forgotten_correct(manifest, outputs, classes, domains):
     names = manifest["domain_names"]
     memorized = np.isin(domains, [names.index(d) for d in manifest["memorized_domains"]])
     forgotten = np.isin(domains, [names.index(d) for d in manifest["forgotten_domains"]])
-    correct = memorized & (outputs["probs"].argmax(1) == classes)
-    forgotten_mask = np.isin(names, manifest["forgotten_domains"])
-    reported = decide(outputs["probs"], outputs["domain_probs"], forgotten_mask,
-                      thresholds["confidence"], thresholds["forgotten_domain"]).reported
-    assert correct.any()
-    kept = reported[correct].mean()
-    assert kept >= 0.95
-    assert kept == pytest.approx(thresholds["memorized_correct_kept"])
+    return memorized, forgotten, memorized & (outputs["probs"].argmax(1) == classes)
+
+
+def reported_by_manifest(manifest, outputs):
+    from adu_perception.runtime.decision import decide
+
+    thresholds = manifest["thresholds"]
+    forgotten_mask = np.isin(manifest["domain_names"], manifest["forgotten_domains"])
+    return decide(outputs["probs"], outputs["domain_probs"], forgotten_mask,
+                  thresholds["confidence"], thresholds["forgotten_domain"]).reported
+
+
+def test_thresholds_are_chosen_on_calibration_images_and_reported_on_test_images(
+        tiny_bundle, run_data, session):
+    from adu_perception.training.pipeline import load_split
+
+    payload, _, _, images, classes, domains = run_data
+    manifest = manifest_of(tiny_bundle)
+    thresholds = manifest["thresholds"]
+    # Calibration images are neither training shots nor test images.
+    calibration_files = set(payload["calibration_files"])
+    assert calibration_files and not calibration_files & set(payload["test_files"])
+    assert not calibration_files & set(payload["train_files"])
+    # The manifest's thresholds are the ones the calibration split chooses ...
+    calibration_images, calibration_classes, calibration_domains, _ = load_split(payload, "calibration")
+    calibration_out = run_onnx(session, calibration_images)
+    names = manifest["domain_names"]
+    chosen = choose_thresholds(calibration_out["probs"], calibration_out["domain_probs"],
+                               calibration_classes, calibration_domains,
+                               [names.index(d) for d in manifest["memorized_domains"]],
+                               [names.index(d) for d in manifest["forgotten_domains"]])
+    assert (thresholds["confidence"], thresholds["forgotten_domain"]) == (
+        chosen["confidence"], chosen["forgotten_domain"])
+    assert thresholds["calibration"]["memorized_correct_kept"] == pytest.approx(chosen["memorized_correct_kept"])
+    # ... and its rates are those of the test split under them.
+    outputs = run_onnx(session, images)
+    memorized, forgotten, correct = memorized_forgotten_correct(manifest, outputs, classes, domains)
+    reported = reported_by_manifest(manifest, outputs)
+    assert correct.any() and forgotten.any()
+    assert reported[correct].mean() == pytest.approx(thresholds["memorized_correct_kept"])
     assert (~reported[forgotten]).mean() == pytest.approx(thresholds["forgotten_suppressed"])
     assert thresholds["n_memorized"] == memorized.sum() and thresholds["n_forgotten"] == forgotten.sum()
+    assert "calibration" in thresholds["chosen_on"] and str(len(images)) in thresholds["chosen_on"]
+
+
+def test_export_refuses_a_run_without_calibration_images(tiny_run, tmp_path):
+    from adu_perception.training.checkpoint import load_checkpoint, save_checkpoint
+
+    payload = load_checkpoint(tiny_run)
+    payload["calibration_files"] = []
+    run = tmp_path / "run"
+    save_checkpoint(run / "checkpoint.pt", payload)
+    with pytest.raises(onnx_export.ExportError, match="no readable calibration images"):
+        export_bundle(run, tmp_path / "bundle", progress=False)
+    assert not (tmp_path / "bundle").exists()
 
 
 def test_threshold_search_suppresses_what_it_can_and_keeps_what_it_must():

@@ -56,13 +56,19 @@ def test_prompts_change_features(tiny_clip):
         assert not torch.allclose(model.encoder(images), clip.model.encode_image(images), atol=1e-3)
 
 
+def lower_median(values) -> float:
+    ordered = np.sort(np.ravel(values))
+    return float(ordered[(len(ordered) - 1) // 2])
+
+
 def reference_mmd2(x: np.ndarray, y: np.ndarray) -> float:
-    z = np.concatenate([x, y])
-    distances = [np.sum((a - b) ** 2) for i, a in enumerate(z) for j, b in enumerate(z) if i != j]
-    bandwidth = np.median(distances)
+    """The authors' MMD, written out: sigma = median cross-domain distance (torch.median:
+    the lower middle value for an even count), Gaussian kernel exp(-d^2 / 2 sigma^2),
+    biased estimate."""
+    sigma = lower_median([np.linalg.norm(a - b) for a in x for b in y])
 
     def k(a, b):
-        return np.exp(-np.sum((a - b) ** 2) / bandwidth)
+        return np.exp(-np.sum((a - b) ** 2) / (2 * sigma ** 2))
 
     kxx = np.mean([k(a, b) for a in x for b in x])
     kyy = np.mean([k(a, b) for a in y for b in y])
@@ -84,28 +90,77 @@ def test_mmd_matches_direct_computation():
     x, y = rng.normal(size=(12, 5)), rng.normal(0.7, 1.0, size=(9, 5))
     ours = losses.mmd2_rbf(torch.tensor(x), torch.tensor(y)).item()
     assert ours == pytest.approx(reference_mmd2(x, y), rel=1e-6)
+    sigma = lower_median(np.linalg.norm(x[:, None] - y[None], axis=-1))
+    assert losses.median_bandwidth(torch.tensor(x), torch.tensor(y)).item() == pytest.approx(sigma)
 
 
-def test_mean_pairwise_mmd_averages_present_pairs():
+def test_mmd_bandwidth_carries_no_gradient():
+    x = torch.randn(6, 3, requires_grad=True)
+    y = torch.randn(5, 3) + 1.0
+    assert not losses.median_bandwidth(x, y).requires_grad
+    losses.mmd2_rbf(x, y).backward()
+    sigma = losses.median_bandwidth(x, y)
+    x2 = x.detach().clone().requires_grad_(True)
+    losses.mmd2_rbf(x2, y, sigma=sigma).backward()  # fixed sigma: the same gradient
+    assert torch.allclose(x.grad, x2.grad, atol=1e-6)
+
+
+def test_mean_pairwise_mmd_averages_pairs_of_domains_with_more_than_one_sample():
     rng = np.random.default_rng(1)
-    features = torch.tensor(rng.normal(size=(30, 4)))
-    domains = torch.tensor([0] * 10 + [2] * 10 + [3] * 10)
-    expected = np.mean([losses.mmd2_rbf(features[domains == a], features[domains == b]).item()
+    features = torch.tensor(rng.normal(size=(31, 4)))
+    domains = torch.tensor([0] * 10 + [2] * 10 + [3] * 10 + [1])  # domain 1: a single sample
+    expected = np.mean([reference_mmd2(features[domains == a].numpy(), features[domains == b].numpy())
                         for a, b in itertools.combinations([0, 2, 3], 2)])
-    assert losses.mean_pairwise_mmd2(features, domains).item() == pytest.approx(expected)
+    assert losses.mean_pairwise_mmd2(features, domains).item() == pytest.approx(expected, rel=1e-6)
     assert losses.mean_pairwise_mmd2(features[:10], domains[:10]).item() == 0.0
+    # One domain of many samples and one of a single sample: no pair qualifies.
+    assert losses.mean_pairwise_mmd2(features[20:], domains[20:]).item() == 0.0
 
 
-def test_forget_loss_minimised_by_uniform_predictions():
+def test_forget_loss_is_the_negated_entropy_the_authors_compute():
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.5], [-3.0, 4.0, 0.0]])
+    p = np.exp(logits.numpy()) / np.exp(logits.numpy()).sum(1, keepdims=True)
+    entropy = -np.mean(np.sum(p * np.log(p + 1e-5), axis=1))
+    assert losses.prediction_entropy(logits).item() == pytest.approx(entropy, rel=1e-6)
+    assert losses.forget_loss(logits).item() == pytest.approx(-entropy, rel=1e-6)
+
+
+def test_forget_loss_is_lowest_for_uniform_predictions():
     n_classes = 7
     uniform = torch.zeros(5, n_classes, requires_grad=True)
     value = losses.forget_loss(uniform)
-    assert value.item() == pytest.approx(np.log(n_classes))
+    assert value.item() == pytest.approx(-np.log(n_classes), abs=1e-4)
     value.backward()
-    assert uniform.grad.abs().max().item() < 1e-7  # a stationary point
+    assert uniform.grad.abs().max().item() < 1e-6  # a stationary point
     for seed in range(5):
         peaked = torch.randn(5, n_classes, generator=torch.Generator().manual_seed(seed)) * 3
-        assert losses.forget_loss(peaked).item() > np.log(n_classes)
+        assert losses.forget_loss(peaked).item() > value.item()
+
+
+def test_ddl_subtracts_the_mmd_and_adds_the_domain_ce():
+    generator = torch.Generator().manual_seed(2)
+    domain_logits = torch.randn(12, 3, generator=generator, requires_grad=True)
+    domains = torch.arange(12) % 3
+    loss, ce, mmd2 = losses.domain_disentangling_loss(domain_logits, domains, gamma=30.0, lam=0.5)
+    assert ce.item() == pytest.approx(torch.nn.functional.cross_entropy(domain_logits, domains).item())
+    assert mmd2.item() == pytest.approx(losses.mean_pairwise_mmd2(domain_logits, domains).item())
+    assert loss.item() == pytest.approx(30.0 * ce.item() - 0.5 * mmd2.item(), rel=1e-6)
+    # Minimising the loss with lambda only (gamma 0) raises the MMD: it is maximised.
+    mmd_only, _, before = losses.domain_disentangling_loss(domain_logits, domains, gamma=0.0, lam=1.0)
+    mmd_only.backward()
+    with torch.no_grad():
+        stepped = domain_logits - 0.1 * domain_logits.grad
+    assert losses.mean_pairwise_mmd2(stepped, domains).item() > before.item()
+
+
+def test_default_prompt_depth_is_three_quarters_and_never_the_last_block():
+    from adu_perception.training.model import default_prompt_depth
+
+    assert default_prompt_depth(12) == 9  # the paper's ViT-B/16
+    assert default_prompt_depth(6) == 5   # the proxy
+    assert default_prompt_depth(24) == 18
+    assert default_prompt_depth(2) == 1
+    assert all(default_prompt_depth(n) < n for n in range(2, 40))
 
 
 def test_instapg_prompts_differ_between_images(tiny_clip):
@@ -116,6 +171,87 @@ def test_instapg_prompts_differ_between_images(tiny_clip):
         prompts = model.encoder.instapg(model.encoder.prompts[1], x[:, 1:])
     assert prompts.shape == (2, 4, 64)
     assert not torch.allclose(prompts[0], prompts[1], atol=1e-4)
+
+
+def test_instapg_block_follows_the_authors_order(tiny_clip):
+    clip, _ = tiny_clip
+    model = make_model(clip, PromptConfig(tokens=4, depth=2, instapg=True, instapg_layer=2))
+    generator = model.encoder.instapg
+    with torch.no_grad():
+        for parameter in generator.parameters():  # non-trivial LayerNorm affine parameters
+            parameter.add_(torch.randn(parameter.shape) * 0.3)
+        prompts = torch.randn(4, 64)
+        patches = torch.randn(2, 16, 64)
+        q = generator.norm_query(prompts.expand(2, -1, -1))
+        kv = generator.norm_kv(patches)
+        x = generator.attention(q, kv, kv, need_weights=False)[0] + q
+        x = generator.norm_post(x)
+        expected = generator.mlp(x) + x
+        assert torch.allclose(generator(prompts, patches), expected, atol=1e-6)
+
+
+def text_prompted_model(clip, class_names=("car", "bus", "sign"), tokens=8, depth=1):
+    from adu_perception.training.checkpoint import build_model
+
+    torch.manual_seed(4)
+    embeddings = torch.randn(len(class_names), clip.model.visual.output_dim)
+    prompts = PromptConfig(tokens=4, depth=2, instapg=True, instapg_layer=2, text_tokens=tokens,
+                           text_depth=depth)
+    return build_model(clip, embeddings, 3, prompts, class_names)
+
+
+def test_text_features_equal_open_clip_when_the_context_is_the_template(tiny_clip):
+    clip, _ = tiny_clip
+    model = text_prompted_model(clip, tokens=4, depth=1)  # context initialised from "a photo of a"
+    with torch.no_grad():
+        ours = model.text_encoder()
+        reference = clip.model.encode_text(clip.tokenizer([f"a photo of a {n}." for n in ("car", "bus", "sign")]))
+    assert torch.allclose(ours, reference, atol=1e-5)
+
+
+def test_text_features_follow_the_text_prompts_and_deep_prompts(tiny_clip):
+    clip, _ = tiny_clip
+    model = text_prompted_model(clip, tokens=8, depth=2)  # the tiny text tower has 2 blocks
+    with torch.no_grad():
+        before = model.class_text_features().clone()
+        model.text_encoder.context.add_(torch.randn_like(model.text_encoder.context))
+        after_context = model.class_text_features().clone()
+        model.text_encoder.deep_prompts.add_(torch.randn_like(model.text_encoder.deep_prompts))
+        after_deep = model.class_text_features().clone()
+    assert not torch.allclose(before, after_context, atol=1e-4)
+    assert not torch.allclose(after_context, after_deep, atol=1e-4)
+    assert torch.allclose(after_deep.norm(dim=-1), torch.ones(3), atol=1e-5)
+
+
+def test_only_prompts_instapg_and_domain_head_receive_gradients(tiny_clip):
+    clip, _ = tiny_clip
+    model = text_prompted_model(clip, tokens=8, depth=2).train()
+    images = torch.randn(6, 3, 32, 32)
+    domains = torch.tensor([0, 0, 1, 1, 2, 2])
+    config = TrainConfig(method="adu", forget=["b"])
+    total, _ = training_losses(model(images), torch.tensor([0, 1, 2, 0, 1, 2]), domains,
+                               domains == 0, config, (30.0, 0.5))
+    total.backward()
+    with_gradient = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert with_gradient == trainable
+    assert {n.split(".")[0] for n in trainable} == {"encoder", "text_encoder", "domain_head"}
+    assert all(n.startswith(("encoder.prompts", "encoder.instapg.", "text_encoder.context",
+                             "text_encoder.deep_prompts", "domain_head.")) for n in trainable), trainable
+    assert "text_encoder.context" in trainable
+    assert not any(p.requires_grad for p in clip.model.parameters())
+
+
+def test_folded_text_gives_the_same_outputs(tiny_clip):
+    clip, _ = tiny_clip
+    model = text_prompted_model(clip).eval()
+    images = torch.randn(3, 3, 32, 32)
+    folded = model.with_folded_text()
+    assert folded.text_encoder is None
+    with torch.no_grad():
+        a, b = model(images), folded(images)
+    for key in ("logits", "domain_logits", "embeddings"):
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
 
 
 def test_one_optimisation_step_lowers_the_loss(tiny_clip):
@@ -143,14 +279,20 @@ def test_one_optimisation_step_lowers_the_loss(tiny_clip):
 
 def test_few_shot_sampler_is_deterministic_per_seed(tiny_data):
     dataset = MultiDomainDataset.scan(tiny_data)
-    first = few_shot_split(dataset.samples, 2, seed=5)
-    again = few_shot_split(dataset.samples, 2, seed=5)
-    other = few_shot_split(dataset.samples, 2, seed=6)
+    first = few_shot_split(dataset.samples, 2, seed=5, calibration=2)
+    again = few_shot_split(dataset.samples, 2, seed=5, calibration=2)
+    other = few_shot_split(dataset.samples, 2, seed=6, calibration=2)
     assert first == again
     assert [s.path for s in first[0]] != [s.path for s in other[0]]
-    assert len(first[0]) == 2 * 3 * 3  # k per (class, domain)
-    assert not set(first[0]) & set(first[1])
-    assert len(first[0]) + len(first[1]) == len(dataset.samples)
+    train, calibration, test = first
+    assert len(train) == 2 * 3 * 3 and len(calibration) == 2 * 3 * 3  # k per (class, domain)
+    assert not set(train) & set(calibration) and not set(train) & set(test)
+    assert not set(calibration) & set(test)
+    assert len(train) + len(calibration) + len(test) == len(dataset.samples)
+    # The training shots do not depend on the calibration size.
+    assert few_shot_split(dataset.samples, 2, seed=5)[0] == train
+    # Calibration takes at most half of what is left after the shots.
+    assert len(few_shot_split(dataset.samples, 2, seed=5, calibration=100)[1]) == 2 * 3 * 3
 
 
 def test_mem_for_h_on_hand_made_example():
@@ -238,10 +380,10 @@ def test_training_is_reproducible_and_resumable(tiny_clip, tiny_data, tmp_path):
 def test_ddl_weights_are_the_papers_at_clip_logit_scale_and_scale_with_it():
     from adu_perception.training.config import TrainConfig
 
-    relative = TrainConfig(forget=["sketch"])
-    assert relative.ddl_weights_for(100.0) == pytest.approx((30.0, 10.0))  # OpenAI CLIP: unchanged
-    assert relative.ddl_weights_for(12.5) == pytest.approx((3.75, 1.25))
-    absolute = TrainConfig(forget=["sketch"], ddl_weights="absolute")
+    relative = TrainConfig(forget=["sketch"])  # the authors' run script: gamma 30, lambda 0.5
+    assert relative.ddl_weights_for(100.0) == pytest.approx((30.0, 0.5))  # OpenAI CLIP: unchanged
+    assert relative.ddl_weights_for(12.5) == pytest.approx((3.75, 0.0625))
+    absolute = TrainConfig(forget=["sketch"], ddl_weights="absolute", lam=10.0)
     assert absolute.ddl_weights_for(12.5) == pytest.approx((30.0, 10.0))
     with pytest.raises(ValueError, match="ddl_weights"):
         TrainConfig(forget=["sketch"], ddl_weights="sometimes").validate()
@@ -258,7 +400,7 @@ def test_loss_balance_scales_only_the_ddl_terms_with_the_logit_scale(tiny_clip, 
     absolute = loss_gradient_norms(tiny_config(tiny_data, clip_config, ddl_weights="absolute"), clip, data,
                                    batches=2)
     factor = relative["logit_scale"] / 100.0
-    assert (relative["gamma"], relative["lambda"]) == pytest.approx((30 * factor, 10 * factor))
+    assert (relative["gamma"], relative["lambda"]) == pytest.approx((30 * factor, 0.5 * factor))
     for name in ("L_memorize", "L_forget"):  # same batches, same prompts: unchanged
         assert relative["terms"][name]["grad_norm"] == pytest.approx(absolute["terms"][name]["grad_norm"], rel=1e-4)
     for name in ("gamma * CE_domain", "-lambda * MMD^2"):

@@ -31,6 +31,9 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
                        "(default: %(default)s)")
     group.add_argument("--shots", type=int, default=DEFAULTS.shots,
                        help="training images per (class, domain); the rest is the test set (default: %(default)s)")
+    group.add_argument("--calibration-shots", type=int, default=DEFAULTS.calibration_shots,
+                       help="images per (class, domain) held out from training and testing, on "
+                       "which `adu export` chooses the decision thresholds (default: %(default)s)")
     group.add_argument("--seed", type=int, default=DEFAULTS.seed, help="seed for sampling, "
                        "initialisation and augmentation (default: %(default)s)")
     group.add_argument("--workers", type=int, default=DEFAULTS.workers,
@@ -38,29 +41,36 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_method_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("method and optimisation (defaults: the paper's)")
+    group = parser.add_argument_group("method and optimisation (defaults: the authors' code)")
     group.add_argument("--prompt-tokens", type=int, default=DEFAULTS.prompt_tokens,
                        help="visual prompt tokens per layer (default: %(default)s)")
     group.add_argument("--prompt-depth", type=int, default=DEFAULTS.prompt_depth,
-                       help="prompted blocks from the first, clipped to the encoder depth (default: %(default)s)")
+                       help="prompted image blocks from the first (default: 3/4 of the encoder, "
+                       "rounded half up, never the last block: 9 of 12 as in the paper, 5 of 6)")
     group.add_argument("--instapg-layer", type=int, help="1-based block whose prompts InstaPG "
                        "generates (default: the last prompted block)")
+    group.add_argument("--text-prompt-tokens", type=int, default=DEFAULTS.text_prompt_tokens,
+                       help="learned text context tokens (default: %(default)s)")
+    group.add_argument("--text-prompt-depth", type=int, default=DEFAULTS.text_prompt_depth,
+                       help="prompted text blocks from the first, clipped to the text encoder "
+                       "(default: %(default)s)")
     group.add_argument("--gamma", type=float, default=DEFAULTS.gamma,
                        help="weight of the domain classifier's cross-entropy (default: %(default)s)")
     group.add_argument("--lambda", dest="lam", type=float, default=DEFAULTS.lam,
-                       help="weight of the maximised MMD^2 (default: %(default)s)")
+                       help="weight of the maximised MMD^2 of the domain classifier's outputs "
+                       "(default: %(default)s, the authors' run script; the paper text: 10)")
     group.add_argument("--ddl-weights", choices=DDL_WEIGHTINGS, default=DEFAULTS.ddl_weights,
                        help="relative: gamma and lambda hold at CLIP's logit scale 100 and are "
                        "scaled by logit_scale/100 for other models (unchanged for OpenAI/LAION "
                        "CLIP); absolute: used as given (default: %(default)s)")
     group.add_argument("--template", default=DEFAULTS.template,
-                       help="fixed text prompt for the class embeddings (default: %(default)r)")
+                       help="zero-shot CLIP's fixed text prompt (default: %(default)r)")
     group.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="default: %(default)s")
     group.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="default: %(default)s")
     group.add_argument("--lr", type=float, default=DEFAULTS.lr, help="SGD learning rate, cosine "
                        "schedule (default: %(default)s)")
-    group.add_argument("--domain-lr", type=float, help="learning rate of the linear domain "
-                       "classifier (default: --lr); raise it when there are few steps per epoch")
+    group.add_argument("--domain-lr", type=float, help="opt-in: a separate learning rate for "
+                       "the linear domain classifier (default: one SGD group at --lr, as the authors)")
     group.add_argument("--warmup-epochs", type=int, default=DEFAULTS.warmup_epochs,
                        help="epochs at --warmup-lr before the cosine schedule (default: %(default)s)")
     group.add_argument("--warmup-lr", type=float, default=DEFAULTS.warmup_lr, help="default: %(default)s")
@@ -139,8 +149,9 @@ def register(subparsers) -> None:
     add_model_arguments(train)
     add_method_arguments(train)
     train.add_argument("--method", default=DEFAULTS.method, choices=list(METHODS),
-                       help="zeroshot | baseline (prompts + L_mem + L_forget) | instapg | ddl | "
-                       "adu (DDL + InstaPG) (default: %(default)s)")
+                       help="zeroshot | baseline (text + visual prompts, L_mem + L_forget) | "
+                       "instapg | ddl | adu (DDL + InstaPG) | adu-ce-only | adu-mmd-only "
+                       "(ablations inside DDL) (default: %(default)s)")
     train.add_argument("--forget", required=True, help="comma-separated domains to forget, e.g. sketch,cartoon")
     train.add_argument("--memorize", help="comma-separated domains to keep (default: all others)")
     train.add_argument("--out", required=True, help="run folder to write")

@@ -2,13 +2,16 @@
 from dataclasses import asdict, dataclass, field
 from typing import List, Optional
 
-# name -> (visual prompts, InstaPG, Domain Disentangling Loss). `zeroshot` trains nothing.
+# name -> (prompts on both branches, InstaPG, DDL domain-classifier CE, DDL MMD).
+# `zeroshot` trains nothing; adu-ce-only / adu-mmd-only are the paper's ablations inside DDL.
 METHODS = {
-    "zeroshot": (False, False, False),
-    "baseline": (True, False, False),
-    "instapg": (True, True, False),
-    "ddl": (True, False, True),
-    "adu": (True, True, True),
+    "zeroshot": (False, False, False, False),
+    "baseline": (True, False, False, False),
+    "instapg": (True, True, False, False),
+    "ddl": (True, False, True, True),
+    "adu": (True, True, True, True),
+    "adu-ce-only": (True, True, True, False),
+    "adu-mmd-only": (True, True, False, True),
 }
 
 DDL_WEIGHTINGS = ("relative", "absolute")
@@ -24,19 +27,23 @@ class TrainConfig:
     forget: List[str] = field(default_factory=list)     # forgotten domains
     memorize: List[str] = field(default_factory=list)   # default: every other domain
     shots: int = 8
+    calibration_shots: int = 8  # per (class, domain), held out for the bundle's thresholds
     seed: int = 0
     # frozen CLIP
     clip: Optional[str] = None
     pretrained: Optional[str] = None
     model_config: Optional[str] = None
-    template: str = "a photo of a {}."
+    template: str = "a photo of a {}."  # zero-shot CLIP's fixed text prompt
     # method
     method: str = "adu"
     prompt_tokens: int = 8
-    prompt_depth: int = 9        # clipped to the encoder's block count
+    # Prompted image blocks; default: 3/4 of the encoder (9 of 12, 5 of 6), never the last.
+    prompt_depth: Optional[int] = None
     instapg_layer: Optional[int] = None  # 1-based; default: the last prompted block
+    text_prompt_tokens: int = 8  # learned text context tokens (IVLP)
+    text_prompt_depth: int = 9   # prompted text blocks, clipped to the text encoder's
     gamma: float = 30.0
-    lam: float = 10.0
+    lam: float = 0.5             # the authors' run script; the paper text says 10
     # "relative": gamma and lambda are meant at CLIP's logit scale of 100 (OpenAI and LAION
     # CLIPs: the paper's weights unchanged) and are scaled by logit_scale / 100 otherwise.
     # The class losses' gradients grow with the logit scale, the DDL terms' do not, so this
@@ -62,10 +69,12 @@ class TrainConfig:
             raise ValueError("name at least one domain to forget (--forget)")
         if self.ddl_weights not in DDL_WEIGHTINGS:
             raise ValueError(f"unknown ddl_weights {self.ddl_weights!r}; choose from {', '.join(DDL_WEIGHTINGS)}")
-        if self.shots < 1:
-            raise ValueError("--shots must be at least 1")
-        if self.prompt_tokens < 1:
-            raise ValueError("--prompt-tokens must be at least 1")
+        if self.shots < 1 or self.calibration_shots < 0:
+            raise ValueError("--shots must be at least 1 and --calibration-shots at least 0")
+        if self.prompt_tokens < 1 or self.text_prompt_tokens < 1:
+            raise ValueError("--prompt-tokens and --text-prompt-tokens must be at least 1")
+        if (self.prompt_depth is not None and self.prompt_depth < 1) or self.text_prompt_depth < 1:
+            raise ValueError("--prompt-depth and --text-prompt-depth must be at least 1")
         if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("epochs must be >= 0, batch size >= 1 and lr > 0")
 
@@ -78,8 +87,16 @@ class TrainConfig:
         return METHODS[self.method][1]
 
     @property
-    def uses_ddl(self) -> bool:
+    def uses_domain_ce(self) -> bool:
         return METHODS[self.method][2]
+
+    @property
+    def uses_mmd(self) -> bool:
+        return METHODS[self.method][3]
+
+    @property
+    def uses_ddl(self) -> bool:
+        return self.uses_domain_ce or self.uses_mmd
 
     def ddl_weights_for(self, logit_scale: float):
         """(gamma, lambda) actually applied for a CLIP with this logit scale."""

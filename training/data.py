@@ -108,19 +108,32 @@ def resolve_domains(dataset: MultiDomainDataset, forget: Sequence[str],
     return list(forget), memorize
 
 
-def few_shot_split(samples: Sequence[Sample], shots: int, seed: int):
-    """k images per (class, domain) for training, seeded; the rest are held out for testing."""
+def few_shot_split(samples: Sequence[Sample], shots: int, seed: int, calibration: int = 0):
+    """Per (class, domain), seeded: `shots` images for training, then up to `calibration`
+    images (at most half of the rest) for choosing decision thresholds; the rest is the test
+    set. Returns (train, calibration, test). The training draw does not depend on
+    `calibration`, so a seed gives the same shots with or without it."""
     groups: Dict[Tuple[int, int], List[Sample]] = {}
     for sample in samples:
         groups.setdefault((sample.class_index, sample.domain_index), []).append(sample)
     rng = np.random.default_rng(seed)
-    train, test = [], []
+    calibration_rng = np.random.default_rng([seed, 1])
+    train, held_for_calibration, test = [], [], []
     for key in sorted(groups):
         group = sorted(groups[key], key=lambda s: s.path)
         chosen = set(rng.choice(len(group), size=min(shots, len(group)), replace=False).tolist())
+        rest = [i for i in range(len(group)) if i not in chosen]
+        n_calibration = min(calibration, len(rest) // 2)
+        calibrating = set(calibration_rng.choice(rest, size=n_calibration, replace=False).tolist()) \
+            if n_calibration else set()
         for index, sample in enumerate(group):
-            (train if index in chosen else test).append(sample)
-    return train, test
+            if index in chosen:
+                train.append(sample)
+            elif index in calibrating:
+                held_for_calibration.append(sample)
+            else:
+                test.append(sample)
+    return train, held_for_calibration, test
 
 
 def read_rgb(path) -> Optional[np.ndarray]:

@@ -18,8 +18,8 @@ from .checkpoint import build_model
 from .clip_loader import FrozenClip, class_text_embeddings
 from .config import TrainConfig
 from .data import resolve_domains
-from .trainer import (Augment, PreparedData, prompt_config, seed_everything, to_model_input,
-                      training_losses)
+from .trainer import (Augment, PreparedData, build_training_model, seed_everything,
+                      to_model_input, training_losses)
 
 
 def loss_gradient_norms(config: TrainConfig, clip: FrozenClip, data: PreparedData,
@@ -30,10 +30,8 @@ def loss_gradient_norms(config: TrainConfig, clip: FrozenClip, data: PreparedDat
     same training images it uses."""
     config.validate()
     forget, memorize = resolve_domains(data.dataset, config.forget, config.memorize)
-    embeddings = class_text_embeddings(clip, data.dataset.classes, config.template)
-    prompts = prompt_config(config, len(clip.model.visual.transformer.resblocks))
     seed_everything(config.seed)
-    model = build_model(clip, embeddings, len(data.dataset.domains), prompts)
+    model = build_training_model(config, clip, data)
     logit_scale = float(model.logit_scale)
     gamma, lam = config.ddl_weights_for(logit_scale)
 

@@ -20,8 +20,8 @@ def predict(model: AduModel, images: np.ndarray, mean, std, batch_size: int = 12
     """Run the model over uint8 NHWC images: probs, domain_probs, embeddings (numpy)."""
     from .trainer import to_model_input  # local import: trainer imports this module's users
 
-    model.eval()
-    device = next(model.parameters()).device
+    model = model.eval().with_folded_text()  # text features once, not per batch
+    device = model.logit_scale.device
     outputs = {"probs": [], "domain_probs": [], "embeddings": []}
     for start in tqdm(range(0, len(images), batch_size), desc=desc, disable=desc is None,
                       leave=False):

@@ -1,5 +1,5 @@
 """The ADU model: a frozen open_clip image encoder with deep visual prompts and InstaPG,
-cached class-text embeddings, and a linear domain classifier.
+class text features (from learned text prompts, or fixed), and a linear domain classifier.
 
 Token layout inside the transformer: [CLS, patches..., prompts]. In block i < depth the
 previous prompts are replaced by that layer's prompts (VPT-deep / IVLP); in the InstaPG
@@ -7,6 +7,7 @@ block they are generated from the image's patch tokens. After the last prompted 
 prompts travel on unchanged, and they are stripped before open_clip's own pooling, so with
 prompts disabled the features equal `clip.encode_image` exactly.
 """
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -15,14 +16,28 @@ import torch.nn.functional as F
 from torch import nn
 
 from .instapg import InstaPG
+from .text_prompts import PromptedTextEncoder
+
+# The paper prompts 9 of ViT-B/16's 12 blocks and puts InstaPG in the 9th.
+PAPER_DEPTH_FRACTION = 9 / 12
+
+
+def default_prompt_depth(n_blocks: int) -> int:
+    """Prompted blocks (and InstaPG's block, the last prompted one) for an encoder of
+    n_blocks: 3/4 of the depth, rounded half up, never the last block (12 -> 9, 6 -> 5)."""
+    if n_blocks < 2:
+        return n_blocks
+    return max(1, min(n_blocks - 1, math.floor(PAPER_DEPTH_FRACTION * n_blocks + 0.5)))
 
 
 @dataclass
 class PromptConfig:
-    tokens: int = 8          # prompt tokens per layer (0 disables prompts)
-    depth: int = 9           # number of prompted blocks, from the first
+    tokens: int = 8          # visual prompt tokens per layer (0 disables prompts)
+    depth: int = 9           # number of prompted image blocks, from the first
     instapg: bool = False    # generate the prompts of one block per image
     instapg_layer: int = 9   # 1-based block whose prompts InstaPG generates (<= depth)
+    text_tokens: int = 0     # learned text context tokens (0: fixed template text features)
+    text_depth: int = 0      # prompted text blocks, from the first
 
 
 class PromptedImageEncoder(nn.Module):
@@ -73,22 +88,45 @@ class PromptedImageEncoder(nn.Module):
 
 
 class AduModel(nn.Module):
-    """Everything ADU trains or needs at inference, and nothing from the text tower.
+    """Everything ADU trains or needs at inference.
 
-    forward returns class logits (CLIP temperature x cosine similarity to the cached class
-    text embeddings), domain logits (linear head on the normalised embedding) and the
-    normalised embeddings.
+    forward returns class logits (CLIP temperature x cosine similarity to the class text
+    features), domain logits (linear head on the normalised embedding) and the normalised
+    embeddings. The class text features come from `text_encoder` (learned text prompts,
+    recomputed at every call) when there is one, else from `class_embeddings` (fixed
+    template embeddings; also what zero-shot CLIP uses). `with_folded_text()` turns the
+    learned features into constants for inference and export: no text tower left.
     """
 
     def __init__(self, visual: nn.Module, class_embeddings: torch.Tensor, logit_scale: float,
-                 n_domains: int, prompts: PromptConfig):
+                 n_domains: int, prompts: PromptConfig,
+                 text_encoder: Optional[PromptedTextEncoder] = None):
         super().__init__()
         self.encoder = PromptedImageEncoder(visual, prompts)
+        self.text_encoder = text_encoder
         self.register_buffer("class_embeddings", F.normalize(class_embeddings.float(), dim=-1))
         self.register_buffer("logit_scale", torch.tensor(float(logit_scale)))
         self.domain_head = nn.Linear(class_embeddings.shape[1], n_domains)
         for parameter in self.encoder.visual.parameters():
             parameter.requires_grad_(False)
+
+    def class_text_features(self) -> torch.Tensor:
+        """L2-normalised class text features [C, E]."""
+        if self.text_encoder is None:
+            return self.class_embeddings
+        return F.normalize(self.text_encoder().float(), dim=-1)
+
+    def with_folded_text(self) -> "AduModel":
+        """This model with the class text features computed once and held as a constant
+        (shares the image encoder and domain head). Itself when there are no text prompts."""
+        if self.text_encoder is None:
+            return self
+        with torch.no_grad():
+            features = self.class_text_features()
+        folded = AduModel(self.encoder.visual, features, float(self.logit_scale),
+                          self.domain_head.out_features, PromptConfig(tokens=0, depth=0))
+        folded.encoder, folded.domain_head = self.encoder, self.domain_head
+        return folded.to(features.device).train(self.training)
 
     def trainable_state_dict(self) -> dict:
         """Only the learned tensors (prompts, InstaPG, domain head): small checkpoints."""
@@ -106,11 +144,13 @@ class AduModel(nn.Module):
     def train(self, mode: bool = True):
         super().train(mode)
         self.encoder.visual.eval()  # frozen backbone: no dropout / patch dropout ever
+        if self.text_encoder is not None:
+            self.text_encoder.transformer.eval()
         return self
 
     def forward(self, images: torch.Tensor) -> dict:
         embeddings = F.normalize(self.encoder(images).float(), dim=-1)
-        logits = self.logit_scale * embeddings @ self.class_embeddings.t()
+        logits = self.logit_scale * embeddings @ self.class_text_features().t()
         return {
             "logits": logits,
             "domain_logits": self.domain_head(embeddings),

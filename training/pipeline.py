@@ -54,20 +54,21 @@ def train_and_evaluate(config: TrainConfig, run_dir, resume: bool = False) -> di
     return metrics
 
 
-def load_test_split(payload: dict, data_root=None):
-    """The run's held-out test images: (uint8 images, class ids, domain ids, kept samples)."""
+def load_split(payload: dict, split: str = "test", data_root=None):
+    """A run's held-out images, split "test" or "calibration": (uint8 images, class ids,
+    domain ids, kept samples)."""
     root = Path(data_root or payload["config"]["data"])
     if not root.is_dir():
         raise FileNotFoundError(f"dataset folder of this run not found: {root} (pass --data)")
     classes, domains = payload["class_names"], payload["domain_names"]
     samples = []
-    for relative in payload["test_files"]:
+    for relative in payload.get(f"{split}_files", []):
         domain, name, _ = relative.split("/", 2)
         samples.append(Sample(relative, classes.index(name), domains.index(domain)))
     images, kept, _ = load_images(root, samples, payload["image_size"],
-                                  payload["config"].get("workers", 2), "load test images")
-    return (images, np.array([s.class_index for s in kept]), np.array([s.domain_index for s in kept]),
-            kept)
+                                  payload["config"].get("workers", 2), f"load {split} images")
+    return (images, np.array([s.class_index for s in kept], np.int64),
+            np.array([s.domain_index for s in kept], np.int64), kept)
 
 
 def evaluate_run(run_dir, data_root=None) -> dict:
@@ -77,5 +78,5 @@ def evaluate_run(run_dir, data_root=None) -> dict:
         raise ValueError(f"run {run_dir} has not finished training (epoch {payload['epoch']}); "
                          f"resume it with `adu train ... --resume`")
     model, _ = model_from_checkpoint(payload)
-    images, classes, domains, _ = load_test_split(payload, data_root)
+    images, classes, domains, _ = load_split(payload, "test", data_root)
     return evaluate_and_report(model, payload, images, classes, domains, run_dir)

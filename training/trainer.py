@@ -17,7 +17,8 @@ from .checkpoint import build_model, load_checkpoint, save_checkpoint, checkpoin
 from .clip_loader import ClipSpec, FrozenClip, class_text_embeddings, load_clip
 from .config import TrainConfig
 from .data import MultiDomainDataset, Sample, few_shot_split, load_images, resolve_domains
-from .model import AduModel, PromptConfig
+from .model import AduModel, PromptConfig, default_prompt_depth
+from .text_prompts import text_block_count
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ class PreparedData:
     """Decoded images of one dataset and one few-shot split, reusable across runs."""
     dataset: MultiDomainDataset
     train: List[Sample]
+    calibration: List[Sample]  # neither trained on nor tested: for the bundle's thresholds
     test: List[Sample]
     train_images: np.ndarray  # uint8 [N, S', S', 3], S' = image size x AUGMENT_MARGIN
     test_images: np.ndarray   # uint8 [M, S, S, 3]
@@ -54,15 +56,17 @@ def resolve_device(name: str) -> torch.device:
 
 def prepare_data(config: TrainConfig, image_size: int) -> PreparedData:
     dataset = MultiDomainDataset.scan(config.data, config.split_file, config.split)
-    train, test = few_shot_split(dataset.samples, config.shots, config.seed)
+    train, calibration, test = few_shot_split(dataset.samples, config.shots, config.seed,
+                                              config.calibration_shots)
     train_images, train, skipped_train = load_images(
         dataset.root, train, round(image_size * AUGMENT_MARGIN), config.workers, "load train images")
     test_images, test, skipped_test = load_images(
         dataset.root, test, image_size, config.workers, "load test images")
-    log.info("%s: %d domains, %d classes, %d train / %d test images (%d unreadable skipped)",
-             dataset.root, len(dataset.domains), len(dataset.classes), len(train), len(test),
-             skipped_train + skipped_test)
-    return PreparedData(dataset, train, test, train_images, test_images, skipped_train + skipped_test)
+    log.info("%s: %d domains, %d classes, %d train / %d calibration / %d test images "
+             "(%d unreadable skipped)", dataset.root, len(dataset.domains), len(dataset.classes),
+             len(train), len(calibration), len(test), skipped_train + skipped_test)
+    return PreparedData(dataset, train, calibration, test, train_images, test_images,
+                        skipped_train + skipped_test)
 
 
 def to_model_input(images_uint8: torch.Tensor, mean, std) -> torch.Tensor:
@@ -94,32 +98,70 @@ def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int) -> float
     return 0.5 * config.lr * (1 + math.cos(math.pi * (step - warmup_steps) / total))
 
 
-def prompt_config(config: TrainConfig, n_blocks: int) -> PromptConfig:
+def prompt_config(config: TrainConfig, n_blocks: int, n_text_blocks: int) -> PromptConfig:
+    """Prompt layout for an encoder of n_blocks image and n_text_blocks text blocks.
+
+    Image: --prompt-depth, by default default_prompt_depth (3/4 of the encoder, as the
+    paper's 9 of 12), InstaPG in the last prompted block. Text: --text-prompt-depth (9),
+    clipped to the text encoder. Zero-shot: no prompts at all.
+    """
     if not config.uses_prompts:
         return PromptConfig(tokens=0, depth=0)
-    depth = min(config.prompt_depth, n_blocks)
-    if depth < config.prompt_depth:
+    depth = min(config.prompt_depth or default_prompt_depth(n_blocks), n_blocks)
+    if config.prompt_depth and depth < config.prompt_depth:
         log.info("prompt depth %d clipped to the encoder's %d blocks", config.prompt_depth, n_blocks)
+    text_depth = min(config.text_prompt_depth, n_text_blocks)
     layer = config.instapg_layer or depth
     return PromptConfig(tokens=config.prompt_tokens, depth=depth, instapg=config.uses_instapg,
-                        instapg_layer=layer)
+                        instapg_layer=layer, text_tokens=config.text_prompt_tokens,
+                        text_depth=text_depth)
 
 
 def training_losses(model_out: dict, classes, domains, memorized_mask, config: TrainConfig,
                     ddl_weights):
-    """L = L_memorize + L_forget (+ gamma CE_domain - lambda MMD^2), with `ddl_weights` the
-    (gamma, lambda) applied (TrainConfig.ddl_weights_for). Returns (total, terms): the
-    unweighted terms as tensors (mem, for, and with DDL domain_ce, mmd2)."""
+    """L = L_memorize - H_forget (+ gamma CE_domain - lambda MMD^2), with `ddl_weights` the
+    (gamma, lambda) applied (TrainConfig.ddl_weights_for; the ablations zero one of them).
+    Returns (total, terms): the unweighted terms as tensors (mem, for = -H, and with DDL
+    domain_ce, mmd2)."""
     logits = model_out["logits"]
     forgotten_mask = ~memorized_mask
     terms = {"mem": losses.memorize_loss(logits[memorized_mask], classes[memorized_mask]),
              "for": losses.forget_loss(logits[forgotten_mask])}
     total = terms["mem"] + terms["for"]
     if config.uses_ddl:
+        gamma = ddl_weights[0] if config.uses_domain_ce else 0.0
+        lam = ddl_weights[1] if config.uses_mmd else 0.0
         l_dom, terms["domain_ce"], terms["mmd2"] = losses.domain_disentangling_loss(
-            model_out["domain_logits"], model_out["embeddings"], domains, *ddl_weights)
+            model_out["domain_logits"], domains, gamma, lam)
         total = total + l_dom
     return total, terms
+
+
+def build_training_model(config: TrainConfig, clip: FrozenClip, data: PreparedData) -> AduModel:
+    """The untrained model of a run: prompts laid out by prompt_config, initialised from
+    config.seed (independent of what ran before), zero-shot class embeddings kept."""
+    class_embeddings = class_text_embeddings(clip, data.dataset.classes, config.template)
+    prompts = prompt_config(config, len(clip.model.visual.transformer.resblocks),
+                            text_block_count(clip.model))
+    torch.manual_seed(config.seed)
+    return build_model(clip, class_embeddings, len(data.dataset.domains), prompts,
+                       data.dataset.classes)
+
+
+def make_optimizer(model: AduModel, config: TrainConfig):
+    """The authors': one SGD group over every trained tensor at one learning rate. With
+    --domain-lr (opt-in) the domain head gets its own group at that rate.
+    Returns (optimizer, lr scale per group)."""
+    trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if config.domain_lr is None:
+        groups, scales = [{"params": [p for _, p in trained]}], [1.0]
+    else:
+        head = [p for n, p in trained if n.startswith("domain_head.")]
+        rest = [p for n, p in trained if not n.startswith("domain_head.")]
+        groups, scales = [{"params": rest}, {"params": head}], [1.0, config.domain_lr / config.lr]
+    optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay)
+    return optimizer, scales
 
 
 def train(config: TrainConfig, run_dir, data: Optional[PreparedData] = None,
@@ -138,10 +180,8 @@ def train(config: TrainConfig, run_dir, data: Optional[PreparedData] = None,
     clip = clip or load_clip(ClipSpec.from_args(config.clip, config.pretrained, config.model_config))
     data = data or prepare_data(config, clip.image_size)
     forget, memorize = resolve_domains(data.dataset, config.forget, config.memorize)
-    class_embeddings = class_text_embeddings(clip, data.dataset.classes, config.template)
-    prompts = prompt_config(config, len(clip.model.visual.transformer.resblocks))
-    torch.manual_seed(config.seed)  # prompt initialisation independent of what ran before
-    model = build_model(clip, class_embeddings, len(data.dataset.domains), prompts).to(device)
+    model = build_training_model(config, clip, data).to(device)
+    prompts, class_embeddings = model.encoder.config, model.class_embeddings.cpu()
     ddl_weights = config.ddl_weights_for(float(model.logit_scale))
     if config.uses_ddl:
         log.info("DDL weights gamma %.3g, lambda %.3g (%s, logit scale %.1f)", *ddl_weights,
@@ -164,16 +204,10 @@ def train(config: TrainConfig, run_dir, data: Optional[PreparedData] = None,
         "ddl_weights_applied": {"gamma": ddl_weights[0], "lambda": ddl_weights[1]},
         "class_embeddings": class_embeddings.cpu(),
         "train_files": [s.path for s in data.train], "test_files": [s.path for s in data.test],
+        "calibration_files": [s.path for s in data.calibration],
         "history": [], "epoch": 0, "complete": False, "metrics": None,
     }
-    # Two groups so the linear domain head can learn at its own rate: with few steps (small
-    # datasets) a head on unit-norm features learns slowly at the prompts' rate.
-    head = list(model.domain_head.parameters())
-    prompts_and_generator = [p for n, p in model.named_parameters()
-                             if p.requires_grad and not n.startswith("domain_head.")]
-    lr_scales = [1.0, (config.domain_lr or config.lr) / config.lr]
-    optimizer = torch.optim.SGD([{"params": prompts_and_generator}, {"params": head}], lr=config.lr,
-                                momentum=config.momentum, weight_decay=config.weight_decay)
+    optimizer, lr_scales = make_optimizer(model, config)
     start_epoch = 0
     if resume and checkpoint_path(run_dir).is_file():
         previous = load_checkpoint(run_dir)
