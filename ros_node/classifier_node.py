@@ -1,20 +1,28 @@
-"""ROS 2 node: classify camera frames with an ADU bundle, reporting real objects and
+"""ROS 2 node: classify a camera's objects with an ADU bundle, reporting real road users and
 suppressing illustrated ones (billboards, posters, cartoons, sketches).
 
     ros2 run adu_perception classifier_node --ros-args -p bundle:=/path/to/bundle \
-        -r image:=/camera/image_raw
+        -p use_detections:=true -r image:=/camera/image_raw -r detections:=/detector/detections
 
 Subscribes  image             sensor_msgs/Image            (or image/compressed when compressed:=true)
-Publishes   ~/classification  std_msgs/String              JSON per frame (see _frame_json)
-            ~/vision_classification  vision_msgs/Classification  (only if vision_msgs is installed)
+            detections        vision_msgs/Detection2DArray (use_detections:=true; paired with the
+                                                            image of the same header stamp)
+Publishes   ~/detections      vision_msgs/Detection2DArray the real objects: input bbox and id, our
+                                                           top-k hypotheses (class_id = class name)
+            ~/suppressed      vision_msgs/Detection2DArray the suppressed boxes, same fields
+            ~/label_info      vision_msgs/LabelInfo        class map (transient local)
+            ~/classification  std_msgs/String              JSON per frame (debug: every box's id,
+                                                           decision and reason)
             ~/overlay         sensor_msgs/Image rgb8       (drawn only while someone subscribes)
             /diagnostics      diagnostic_msgs/DiagnosticArray
+Without a detector, the boxes are the whole frame, the `regions` or the grid tiles.
 
-Newest frame only: the subscription callback just stores the latest message; a worker
-thread runs inference on it. A frame that is replaced before the worker takes it counts as
-dropped, so latency stays bounded when the camera outpaces the model. No torch import.
+Newest frame only: the subscription callbacks just store the latest frame (or frame + boxes
+pair); a worker thread runs inference on it, all boxes of a frame in one batch. A frame that
+is replaced before the worker takes it counts as dropped. No torch import.
 """
 import json
+import signal
 import sys
 import threading
 import time
@@ -28,6 +36,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -39,14 +48,13 @@ from adu_perception.runtime import images
 from adu_perception.runtime.bundle import BundleError, load_bundle
 from adu_perception.runtime.predictor import BACKENDS, BackendError, Predictor
 
-try:  # optional: not every ROS install (nor this PyPI one) has vision_msgs
-    from vision_msgs.msg import Classification, ObjectHypothesis
-except ImportError:
-    Classification = ObjectHypothesis = None
+from . import health, vision_io
+from .pairing import StampPairer
 
 NODE_NAME = "classifier_node"
-QOS_CHOICES = ("sensor_data", "reliable")
+QOS_CHOICES = ("reliable", "sensor_data")
 LATENCY_WINDOW = 1000  # latest latencies kept for the percentiles
+OUTSIDE_FRAME = "outside_frame"  # reason for a box that does not overlap the frame
 
 
 class ConfigError(ValueError):
@@ -72,10 +80,20 @@ PARAMETERS = (
               read_only=True),
     ParamSpec("inference_threads", T.INTEGER, 0, "ONNX Runtime intra-op threads (0: its default)",
               read_only=True, range=(0, 256)),
+    ParamSpec("use_detections", T.BOOL, False, "classify the boxes of a detector: subscribe to "
+              "vision_msgs/Detection2DArray on detections and pair each array with the image of "
+              "the same header stamp", read_only=True),
+    ParamSpec("detection_cache", T.INTEGER, 10, "frames and detection arrays kept while waiting "
+              "for their partner of the same stamp; older ones count as unmatched",
+              read_only=True, range=(1, 1000)),
+    ParamSpec("context_margin", T.DOUBLE, 0.0, "grow each detection box and region by this "
+              "fraction of its width and height on every side before cropping (clipped to the "
+              "frame), so the model sees its surroundings", range=(0.0, 1.0)),
     ParamSpec("compressed", T.BOOL, False, "subscribe to sensor_msgs/CompressedImage on "
               "image/compressed instead of sensor_msgs/Image on image", read_only=True),
-    ParamSpec("qos", T.STRING, "sensor_data", "input QoS: sensor_data (best effort) or reliable",
-              read_only=True),
+    ParamSpec("qos", T.STRING, "reliable", "input QoS: reliable (matches reliable publishers, "
+              "delivers full frames between processes) or sensor_data (best effort: matches "
+              "every publisher, may lose large frames)", read_only=True),
     ParamSpec("qos_depth", T.INTEGER, 2, "input queue depth (the node keeps only the newest frame)",
               read_only=True, range=(1, 100)),
     ParamSpec("confidence_threshold", T.DOUBLE, None, "suppress when max class probability is "
@@ -83,9 +101,10 @@ PARAMETERS = (
     ParamSpec("forgotten_domain_threshold", T.DOUBLE, None, "suppress when the summed probability "
               "of forgotten domains reaches this (default: the bundle's "
               "thresholds.forgotten_domain)", range=(0.0, 1.0)),
-    ParamSpec("top_k", T.INTEGER, 3, "classes listed per result in the JSON", range=(1, 1000)),
+    ParamSpec("top_k", T.INTEGER, 3, "hypotheses per box in the outputs", range=(1, 1000)),
     ParamSpec("regions", T.INTEGER_ARRAY, [], "regions of interest as a flat list x, y, width, "
-              "height, ... in pixels; each is classified on its own (empty: whole frame)"),
+              "height, ... in pixels; each is classified on its own (empty: whole frame); "
+              "ignored with use_detections"),
     ParamSpec("grid_rows", T.INTEGER, 0, "split the frame into grid_rows x grid_cols tiles, each "
               "classified (0 or 1: no split); ignored while regions is set", range=(0, 32)),
     ParamSpec("grid_cols", T.INTEGER, 0, "see grid_rows", range=(0, 32)),
@@ -93,10 +112,17 @@ PARAMETERS = (
               "subscribers)"),
     ParamSpec("diagnostics_period", T.DOUBLE, 1.0, "seconds between /diagnostics messages",
               read_only=True, range=(0.1, 60.0)),
+    ParamSpec("max_drop_ratio", T.DOUBLE, 0.5, "diagnostics WARN when more than this fraction "
+              "of a period's frames is dropped (model busy) or lost in transport", range=(0.0, 1.0)),
+    ParamSpec("min_rate_hz", T.DOUBLE, 0.0, "diagnostics WARN when frames arrive slower than "
+              "this (0: off)", range=(0.0, 1000.0)),
     ParamSpec("log_throttle_sec", T.DOUBLE, 5.0, "at most one bad-frame warning per this many "
               "seconds", read_only=True, range=(0.0, 3600.0)),
 )
 PARAMETER_NAMES = tuple(spec.name for spec in PARAMETERS)
+DOUBLE_PARAMETERS = frozenset(spec.name for spec in PARAMETERS if spec.type == T.DOUBLE)
+COUNTERS = ("received", "processed", "dropped", "invalid", "errors", "lost", "incompatible_qos",
+            "unmatched_images", "unmatched_detections", "boxes", "boxes_outside")
 
 
 @dataclass(frozen=True)
@@ -107,7 +133,9 @@ class Settings:
     top_k: int
     regions: tuple
     grid: Tuple[int, int]
+    margin: float
     overlay: bool
+    limits: health.Limits
 
 
 def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
@@ -125,6 +153,18 @@ def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
     return descriptor
 
 
+def _as_double(parameter: Parameter) -> Parameter:
+    """An integer given for a double parameter (`-p confidence_threshold:=1`, `1` in YAML)
+    becomes that double; anything else is left for rclpy's type check."""
+    if parameter.name in DOUBLE_PARAMETERS and parameter.type_ == T.INTEGER:
+        return Parameter(parameter.name, T.DOUBLE, float(parameter.value))
+    return parameter
+
+
+def _stamp(header) -> Tuple[int, int]:
+    return header.stamp.sec, header.stamp.nanosec
+
+
 class ClassifierNode(Node):
     def __init__(self, **kwargs):
         super().__init__(NODE_NAME, **kwargs)
@@ -139,12 +179,14 @@ class ClassifierNode(Node):
     def _start(self):
         self._stop_event = threading.Event()
         self._worker = None
+        self._frame_size = None  # (width, height) of the latest frame, to check new regions
         self._declare_parameters()
         self._load_model()
         self._declare_threshold_parameters()
         checked = self._validate_parameters([self.get_parameter(n) for n in PARAMETER_NAMES])
         if not checked.successful:
             raise ConfigError(checked.reason)
+        self.add_pre_set_parameters_callback(lambda parameters: [_as_double(p) for p in parameters])
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(lambda _: self._apply_settings())
         self._apply_settings()
@@ -153,14 +195,18 @@ class ClassifierNode(Node):
         # Counters and the newest pending frame, shared with the worker thread.
         self._lock = threading.Lock()
         self._wake = threading.Event()
-        self._pending = None  # (message, monotonic receive time)
-        self._counts = dict(received=0, processed=0, dropped=0, invalid=0, errors=0)
-        self._latencies = deque(maxlen=LATENCY_WINDOW)  # seconds, receive -> publish
+        self._pending = None  # (image, detections or None, monotonic receive time)
+        self._counts = dict.fromkeys(COUNTERS, 0)
+        self._latencies = deque(maxlen=LATENCY_WINDOW)        # seconds, receive -> publish
+        self._stamp_latencies = deque(maxlen=LATENCY_WINDOW)  # seconds, header stamp -> publish
         self._last_report = (time.monotonic(), dict(self._counts))
+        self._pairer = (StampPairer(int(self._value("detection_cache")))
+                        if self._value("use_detections") else None)
 
         self._create_topics()
         self._diag_timer = self.create_timer(float(self._value("diagnostics_period")),
                                              self._publish_diagnostics)
+        self.context.on_shutdown(self._on_shutdown)
         self._worker = threading.Thread(target=self._work, name="classifier_worker", daemon=True)
         self._worker.start()
 
@@ -168,8 +214,14 @@ class ClassifierNode(Node):
         for spec in PARAMETERS:
             if spec.default is None:
                 continue  # declared once the bundle is loaded (its manifest gives the default)
+            self._accept_integer_override(spec.name)
             value = None if spec.type == T.INTEGER_ARRAY else spec.default  # see _descriptor
             self.declare_parameter(spec.name, value, _descriptor(spec))
+
+    def _accept_integer_override(self, name: str):
+        """Start-up values (command line, YAML) bypass the pre-set callback: convert here."""
+        if name in DOUBLE_PARAMETERS and name in self._parameter_overrides:
+            self._parameter_overrides[name] = _as_double(self._parameter_overrides[name])
 
     def _load_model(self):
         value = self._value
@@ -181,6 +233,8 @@ class ClassifierNode(Node):
                               f"{', '.join(BACKENDS)}")
         if value("qos") not in QOS_CHOICES:
             raise ConfigError(f"parameter qos={value('qos')!r}: choose one of {', '.join(QOS_CHOICES)}")
+        if value("use_detections") and not vision_io.AVAILABLE:
+            raise ConfigError(f"use_detections:=true needs vision_msgs: {vision_io.MISSING}")
         self.bundle = load_bundle(value("bundle"))
         self.predictor = Predictor(self.bundle, backend=value("backend"),
                                    threads=value("inference_threads"))
@@ -193,22 +247,54 @@ class ClassifierNode(Node):
                     "forgotten_domain_threshold": self.bundle.forgotten_domain_threshold}
         for spec in PARAMETERS:
             if spec.default is None:
+                self._accept_integer_override(spec.name)
                 self.declare_parameter(spec.name, float(defaults[spec.name]), _descriptor(spec))
 
     def _create_topics(self):
         self._result_pub = self.create_publisher(String, "~/classification", 10)
-        self._vision_pub = (self.create_publisher(Classification, "~/vision_classification", 10)
-                            if Classification is not None else None)
+        self._vision_pubs = None
+        if vision_io.AVAILABLE:
+            latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                                 reliability=ReliabilityPolicy.RELIABLE)
+            self._vision_pubs = {
+                "reported": self.create_publisher(vision_io.Detection2DArray, "~/detections", 10),
+                "suppressed": self.create_publisher(vision_io.Detection2DArray, "~/suppressed", 10),
+                "label_info": self.create_publisher(vision_io.LabelInfo, "~/label_info", latched)}
+            self._publish_label_info()
+        else:
+            self.get_logger().warning(f"{vision_io.MISSING}: ~/detections, ~/suppressed and "
+                                      "~/label_info are off; results only on ~/classification (JSON)")
         # Reliable depth 1: matches both reliable and best-effort viewers, never queues.
         self._overlay_pub = self.create_publisher(Image, "~/overlay", 1)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._compressed = bool(self._value("compressed"))
         message_type, topic = ((CompressedImage, "image/compressed") if self._compressed
                                else (Image, "image"))
-        self._sub = self.create_subscription(message_type, topic, self._on_image,
-                                             self._input_qos(self._value("qos_depth")))
-        self.get_logger().info(f"listening on {self._sub.topic_name} ({message_type.__name__}, "
-                               f"qos {self._value('qos')}), publishing {self._result_pub.topic_name}")
+        qos = self._input_qos(self._value("qos_depth"))
+        self._sub = self.create_subscription(message_type, topic, self._on_image, qos,
+                                             event_callbacks=self._input_events(topic))
+        inputs = f"{self._sub.topic_name} ({message_type.__name__})"
+        self._detections_sub = None
+        if self._pairer is not None:
+            self._detections_sub = self.create_subscription(
+                vision_io.Detection2DArray, "detections", self._on_detections, qos,
+                event_callbacks=self._input_events("detections"))
+            inputs += f" + {self._detections_sub.topic_name} (Detection2DArray, paired by stamp)"
+        self.get_logger().info(f"listening on {inputs}, qos {self._value('qos')}; publishing "
+                               f"{self._result_pub.topic_name}")
+
+    def _input_events(self, topic: str) -> SubscriptionEventCallbacks:
+        """Count frames the middleware saw lost, and say so when a publisher cannot match."""
+        def lost(info):
+            self._count("lost", info.total_count_change)
+
+        def incompatible(info):
+            self._count("incompatible_qos", info.total_count_change)
+            self.get_logger().warning(
+                f"a publisher on {topic} offers QoS incompatible with this node's qos="
+                f"{self._value('qos')} (policy {info.last_policy_kind}); a best-effort camera needs "
+                f"qos:=sensor_data")
+        return SubscriptionEventCallbacks(message_lost=lost, incompatible_qos=incompatible)
 
     def _value(self, name: str):
         value = self.get_parameter(name).value
@@ -222,6 +308,13 @@ class ClassifierNode(Node):
                           reliability=ReliabilityPolicy.BEST_EFFORT,
                           durability=DurabilityPolicy.VOLATILE)
 
+    def _publish_label_info(self):
+        if self._vision_pubs is not None:
+            header = Image().header
+            header.stamp = self.get_clock().now().to_msg()
+            self._vision_pubs["label_info"].publish(vision_io.label_info(
+                header, self.bundle.class_names, self.settings.confidence))
+
     # -- parameters at run time -------------------------------------------------------------
     def _validate_parameters(self, parameters) -> SetParametersResult:
         """Checks the descriptor ranges cannot express (types and ranges rclpy checks itself)."""
@@ -232,35 +325,68 @@ class ClassifierNode(Node):
                 return SetParametersResult(successful=False, reason="regions must be an integer "
                                            f"array x, y, width, height, ...; got {parameter.value!r}")
             try:
-                images.regions_from_flat(parameter.value)
+                regions = images.regions_from_flat(parameter.value)
             except ValueError as error:
                 return SetParametersResult(successful=False, reason=f"regions: {error}")
+            if self._frame_size is not None:
+                width, height = self._frame_size
+                outside = [r for r in regions if not images.inside(r, width, height)]
+                if outside:
+                    return SetParametersResult(successful=False, reason=(
+                        f"regions {outside} lie outside the camera's {width}x{height} frames"))
         return SetParametersResult(successful=True)
 
     def _apply_settings(self):
         value = self._value
+        previous = getattr(self, "settings", None)
         self.settings = Settings(
             confidence=float(value("confidence_threshold")),
             forgotten_domain=float(value("forgotten_domain_threshold")),
             top_k=int(value("top_k")),
             regions=tuple(images.regions_from_flat(value("regions"))),
             grid=(max(1, int(value("grid_rows"))), max(1, int(value("grid_cols")))),
-            overlay=bool(value("publish_overlay")))
+            margin=float(value("context_margin")),
+            overlay=bool(value("publish_overlay")),
+            limits=health.Limits(max_drop_ratio=float(value("max_drop_ratio")),
+                                 min_rate_hz=float(value("min_rate_hz"))))
+        if previous is not None and previous.confidence != self.settings.confidence:
+            self._publish_label_info()
         self.get_logger().info(f"thresholds: confidence {self.settings.confidence:.3f}, forgotten "
                                f"domain {self.settings.forgotten_domain:.3f}; regions "
                                f"{len(self.settings.regions) or 'none'}; grid "
-                               f"{self.settings.grid[0]}x{self.settings.grid[1]}")
+                               f"{self.settings.grid[0]}x{self.settings.grid[1]}; context margin "
+                               f"{self.settings.margin:g}")
 
     # -- frames -------------------------------------------------------------------------------
-    def _on_image(self, msg):
-        """Executor thread: keep only the newest frame; the worker does the rest."""
-        received = time.monotonic()
+    def _count(self, name: str, amount: int = 1):
         with self._lock:
-            self._counts["received"] += 1
+            self._counts[name] += amount
+
+    def _queue(self, image, detections, received: float):
+        """Newest only: a pending frame not yet taken by the worker is dropped."""
+        with self._lock:
             if self._pending is not None:
                 self._counts["dropped"] += 1
-            self._pending = (msg, received)
+            self._pending = (image, detections, received)
         self._wake.set()
+
+    def _on_image(self, msg):
+        """Executor thread: queue the frame (or wait for its boxes); the worker does the rest."""
+        received = time.monotonic()
+        self._count("received")
+        if self._pairer is None:
+            self._queue(msg, None, received)
+        else:
+            pair = self._pairer.add_image(_stamp(msg.header), (msg, received))
+            if pair is not None:
+                (image, received), detections = pair
+                self._queue(image, detections, received)
+
+    def _on_detections(self, msg):
+        pair = self._pairer.add_detections(_stamp(msg.header), msg)
+        if pair is not None:
+            (image, received), detections = pair
+            self._queue(image, detections, received)
 
     def _work(self):
         while not self._stop_event.is_set():
@@ -269,53 +395,98 @@ class ClassifierNode(Node):
             with self._lock:
                 self._wake.clear()
                 item, self._pending = self._pending, None
-            if item is None:
+            if item is None or self._stop_event.is_set():
                 continue
             try:
                 self._process(*item)
             except Exception as error:  # a failing backend or publisher must not stop the node
-                with self._lock:
-                    self._counts["errors"] += 1
+                if self._stop_event.is_set() or not self.context.ok():
+                    return  # shutting down: the publishers are gone, nothing to report
+                self._count("errors")
                 self.get_logger().error(f"frame processing failed: {error!r}",
                                         throttle_duration_sec=self._throttle)
 
-    def _process(self, msg, received: float):
+    def _boxes(self, detections, width: int, height: int):
+        """The boxes to classify in this frame, and the context margin they get."""
+        settings = self.settings
+        if detections is not None:
+            return vision_io.boxes_from_detections(detections), settings.margin
+        if settings.regions:
+            return vision_io.boxes_from_regions(settings.regions), settings.margin
+        if settings.grid != (1, 1):
+            return vision_io.boxes_from_regions(images.grid_regions(width, height, *settings.grid)), 0.0
+        return vision_io.boxes_from_regions([(0, 0, width, height)]), 0.0
+
+    def _process(self, msg, detections, received: float):
         settings = self.settings
         try:
             rgb = images.compressed_msg_to_rgb(msg) if self._compressed else images.image_msg_to_rgb(msg)
             height, width = rgb.shape[:2]
-            regions = settings.regions or (images.grid_regions(width, height, *settings.grid)
-                                           if settings.grid != (1, 1) else None)
-            crops = images.crop_regions(rgb, regions)
-            batch = images.preprocess([crop for _, crop in crops], self.bundle.input_size)
+            boxes, margin = self._boxes(detections, width, height)
         except images.ImageFormatError as error:
-            with self._lock:
-                self._counts["invalid"] += 1
+            self._count("invalid")
             self.get_logger().warning(f"skipping frame from '{msg.header.frame_id}': {error}",
                                       throttle_duration_sec=self._throttle)
             return
-        decisions = self.predictor.classify(batch, settings.confidence, settings.forgotten_domain,
+        self._frame_size = (width, height)
+        valid = [box for box in boxes if images.inside(box.region, width, height)]
+        if len(valid) < len(boxes):
+            self.get_logger().warning(
+                f"{len(boxes) - len(valid)} boxes lie outside the {width}x{height} frame from "
+                f"'{msg.header.frame_id}' (first: {next(b.region for b in boxes if b not in valid)}); "
+                f"reported as suppressed, reason {OUTSIDE_FRAME}", throttle_duration_sec=self._throttle)
+        decisions = {}
+        if valid:
+            crops = images.crop_regions(rgb, [box.region for box in valid], margin)
+            batch = images.preprocess([crop for _, crop in crops], self.bundle.input_size)
+            found = self.predictor.classify(batch, settings.confidence, settings.forgotten_domain,
                                             settings.top_k, regions=[r for r, _ in crops])
-        latency = time.monotonic() - received
-        self._result_pub.publish(String(data=self._frame_json(msg, width, height, decisions, latency)))
-        if self._vision_pub is not None:
-            self._vision_pub.publish(Classification(header=msg.header, results=[
-                ObjectHypothesis(class_id=d.label, score=d.score) for d in decisions if d.reported]))
+            decisions = {id(box): d for box, d in zip(valid, found)}
+        if self._stop_event.is_set():
+            return  # shutting down while the model ran: the outputs may be gone
+        results = [self._result(box, decisions.get(id(box))) for box in boxes]
+        self._publish(msg, width, height, boxes, results, received)
         if settings.overlay and self._overlay_pub.get_subscription_count() > 0:
-            self._overlay_pub.publish(self._overlay(msg, rgb, decisions))
+            self._overlay_pub.publish(self._overlay(msg, rgb, list(decisions.values())))
         with self._lock:
             self._counts["processed"] += 1
-            self._latencies.append(time.monotonic() - received)
+            self._counts["boxes"] += len(boxes)
+            self._counts["boxes_outside"] += len(boxes) - len(valid)
 
-    def _frame_json(self, msg, width, height, decisions, latency) -> str:
-        return json.dumps({
+    @staticmethod
+    def _result(box, decision) -> dict:
+        """The JSON entry of one box: its id and decision (or why it was not classified)."""
+        if decision is None:
+            x, y, w, h = box.region
+            return {"id": box.id, "reported": False, "suppressed": True, "reason": OUTSIDE_FRAME,
+                    "label": None, "score": 0.0, "domain": None, "domain_score": 0.0,
+                    "p_forgotten": 0.0, "top_k": [], "region": [x, y, w, h]}
+        return {"id": box.id, **decision.to_dict()}
+
+    def _publish(self, msg, width, height, boxes, results, received: float):
+        latency = time.monotonic() - received
+        now_ns = self.get_clock().now().nanoseconds
+        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        stamp_latency = (now_ns - stamp_ns) / 1e9 if stamp_ns else None
+        self._result_pub.publish(String(data=json.dumps({
             "stamp": {"sec": msg.header.stamp.sec, "nanosec": msg.header.stamp.nanosec},
             "frame_id": msg.header.frame_id,
             "width": width, "height": height,
             "backend": self.predictor.backend,
             "latency_ms": round(latency * 1000, 3),
-            "results": [d.to_dict() for d in decisions],
-        })
+            "stamp_latency_ms": None if stamp_latency is None else round(stamp_latency * 1000, 3),
+            "results": results})))
+        if self._vision_pubs is not None:
+            out = {"reported": [], "suppressed": []}
+            for box, result in zip(boxes, results):
+                out["reported" if result["reported"] else "suppressed"].append(
+                    vision_io.detection(msg.header, box, result["top_k"]))
+            for kind, detections in out.items():
+                self._vision_pubs[kind].publish(vision_io.detection_array(msg.header, detections))
+        with self._lock:
+            self._latencies.append(time.monotonic() - received)
+            if stamp_latency is not None:
+                self._stamp_latencies.append(stamp_latency)
 
     @staticmethod
     def _overlay(msg, rgb, decisions) -> Image:
@@ -334,35 +505,46 @@ class ClassifierNode(Node):
 
     # -- statistics ---------------------------------------------------------------------------
     def stats(self) -> dict:
-        """Counters and latency percentiles (ms) over the latest LATENCY_WINDOW frames."""
+        """Counters and latency percentiles (ms) over the latest LATENCY_WINDOW frames:
+        latency_* from reception, stamp_latency_* from the image's header stamp."""
         with self._lock:
             counts = dict(self._counts)
-            latencies = np.array(self._latencies) * 1000
-        percentiles = (np.percentile(latencies, [50, 95, 99]) if len(latencies)
-                       else [float("nan")] * 3)
-        return {**counts, "latency_p50_ms": float(percentiles[0]),
-                "latency_p95_ms": float(percentiles[1]), "latency_p99_ms": float(percentiles[2])}
+            series = {"latency": np.array(self._latencies) * 1000,
+                      "stamp_latency": np.array(self._stamp_latencies) * 1000}
+        if self._pairer is not None:
+            counts["unmatched_images"] = self._pairer.unmatched["image"]
+            counts["unmatched_detections"] = self._pairer.unmatched["detections"]
+        out = dict(counts)
+        for name, values in series.items():
+            percentiles = (np.percentile(values, [50, 95, 99]) if len(values)
+                           else [float("nan")] * 3)
+            out.update({f"{name}_p{p}_ms": float(v) for p, v in zip((50, 95, 99), percentiles)})
+        return out
 
     def _publish_diagnostics(self):
         now = time.monotonic()
         stats = self.stats()
         since, before = self._last_report
-        self._last_report = (now, {k: stats[k] for k in self._counts})
-        delta = {k: stats[k] - before[k] for k in self._counts}
-        rate = delta["processed"] / max(now - since, 1e-6)
-        level, message = DiagnosticStatus.OK, f"{rate:.1f} frames/s"
-        if delta["errors"]:
-            level, message = DiagnosticStatus.ERROR, f"{delta['errors']} inference errors"
-        elif delta["invalid"]:
-            level, message = DiagnosticStatus.WARN, f"{delta['invalid']} invalid frames skipped"
-        elif not delta["received"]:
-            level, message = DiagnosticStatus.WARN, f"no frames on {self._sub.topic_name}"
+        self._last_report = (now, {k: stats[k] for k in COUNTERS})
+        delta = {k: stats[k] - before[k] for k in COUNTERS}
+        seconds = max(now - since, 1e-6)
+        level, message = health.assess(delta, seconds, self.settings.limits, self._sub.topic_name)
         values = {"backend": self.predictor.backend, "bundle": str(self.bundle.path),
-                  "processing_rate_hz": f"{rate:.2f}",
-                  **{f"frames_{k}": str(stats[k]) for k in ("received", "processed", "dropped", "invalid")},
+                  "receive_rate_hz": f"{delta['received'] / seconds:.2f}",
+                  "processing_rate_hz": f"{delta['processed'] / seconds:.2f}",
+                  "drop_ratio": f"{health.drop_ratio(delta):.3f}",
+                  **{f"frames_{k}": str(stats[k]) for k in ("received", "processed", "dropped",
+                                                            "invalid", "lost")},
                   "inference_errors": str(stats["errors"]),
-                  **{f"latency_{p}_ms": f"{stats[f'latency_{p}_ms']:.2f}" for p in ("p50", "p95", "p99")}}
-        status = DiagnosticStatus(level=level, name=f"{self.get_name()}: classification",
+                  "incompatible_publishers": str(stats["incompatible_qos"]),
+                  "boxes_classified": str(stats["boxes"] - stats["boxes_outside"]),
+                  "boxes_outside_frame": str(stats["boxes_outside"]),
+                  "unmatched_images": str(stats["unmatched_images"]),
+                  "unmatched_detections": str(stats["unmatched_detections"]),
+                  **{f"{s}_{p}_ms": f"{stats[f'{s}_{p}_ms']:.2f}"
+                     for s in ("latency", "stamp_latency") for p in ("p50", "p95", "p99")},
+                  "vision_msgs_outputs": "on" if self._vision_pubs is not None else "off"}
+        status = DiagnosticStatus(level=bytes([level]), name=f"{self.get_name()}: classification",
                                   message=message, hardware_id=self.predictor.backend,
                                   values=[KeyValue(key=k, value=v) for k, v in values.items()])
         array = DiagnosticArray(status=[status])
@@ -370,16 +552,29 @@ class ClassifierNode(Node):
         self._diag_pub.publish(array)
 
     # -- shutdown -----------------------------------------------------------------------------
-    def _stop_worker(self):
+    def _on_shutdown(self):
+        """The context is going down (a signal, or rclpy.shutdown): the worker stops at once."""
         if getattr(self, "_stop_event", None) is not None:
             self._stop_event.set()
+
+    def _stop_worker(self):
+        self._on_shutdown()
         worker = getattr(self, "_worker", None)
-        if worker is not None and worker.is_alive():
-            worker.join(timeout=5.0)
+        if worker is not None and worker.is_alive() and worker is not threading.current_thread():
+            # A batch in flight finishes on its own (daemon thread) and publishes nothing.
+            worker.join(timeout=2.0)
 
     def destroy_node(self):
         self._stop_worker()
         return super().destroy_node()
+
+
+def _ignore_further_signals():
+    """Cleanup after the first SIGINT/SIGTERM must not be cut short by a second one (no
+    KeyboardInterrupt traceback, exit status 0)."""
+    rclpy.signals.uninstall_signal_handlers()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, signal.SIG_IGN)
 
 
 def main(args=None) -> int:
@@ -396,6 +591,7 @@ def main(args=None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        _ignore_further_signals()
         node.destroy_node()
         rclpy.try_shutdown()
     return 0

@@ -102,9 +102,12 @@ def rgb_to_image_fields(rgb: np.ndarray) -> dict:
 
 
 def resize_center_crop(image: np.ndarray, size: int) -> np.ndarray:
-    """Resize the shorter side to `size`, then center crop size x size (the bundle's
-    `shorter_side` + `center` preprocessing).
+    """The centred square of side min(height, width), resized to size x size (the bundle's
+    `shorter_side` + `center` preprocessing: the same pixels as resizing the shorter side to
+    `size` and then centre-cropping, up to sub-pixel rounding).
 
+    Cropping first keeps the cost bounded by the square, whatever the aspect ratio: a
+    60000x1 strip is cropped to 1x1 before it is enlarged, never enlarged to 60000*size.
     Bicubic when enlarging; area averaging when shrinking (bicubic alone aliases on large
     camera frames). Training's loader uses this very function, so the node sees the pixels
     the thresholds were chosen on.
@@ -112,12 +115,13 @@ def resize_center_crop(image: np.ndarray, size: int) -> np.ndarray:
     height, width = image.shape[:2]
     if height == 0 or width == 0:
         raise ImageFormatError(f"empty image {width}x{height}")
-    scale = size / min(height, width)
-    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
-    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
-    image = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
-    top, left = (new_h - size) // 2, (new_w - size) // 2
-    return image[top:top + size, left:left + size]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    square = image[top:top + side, left:left + side]
+    if side == size:
+        return np.ascontiguousarray(square)
+    interpolation = cv2.INTER_AREA if side > size else cv2.INTER_CUBIC
+    return cv2.resize(square, (size, size), interpolation=interpolation)
 
 
 def preprocess(crops: Sequence[np.ndarray], size: int) -> np.ndarray:
@@ -150,20 +154,37 @@ def grid_regions(width: int, height: int, rows: int, cols: int) -> List[Region]:
             for r in range(rows) for c in range(cols)]
 
 
-def crop_regions(image: np.ndarray, regions: Optional[Sequence[Region]]):
+def expand_region(region: Region, margin: float, width: int, height: int) -> Region:
+    """`region` grown by `margin` times its width (height) on the left and right (top and
+    bottom), clipped to a width x height image. margin 0 only clips."""
+    x, y, w, h = region
+    dx, dy = int(round(margin * w)), int(round(margin * h))
+    x0, y0 = max(0, x - dx), max(0, y - dy)
+    x1, y1 = min(width, x + w + dx), min(height, y + h + dy)
+    return x0, y0, max(0, x1 - x0), max(0, y1 - y0)
+
+
+def inside(region: Region, width: int, height: int) -> bool:
+    """Does the region overlap a width x height image at all?"""
+    x, y, w, h = region
+    return w > 0 and h > 0 and x < width and y < height and x + w > 0 and y + h > 0
+
+
+def crop_regions(image: np.ndarray, regions: Optional[Sequence[Region]], margin: float = 0.0):
     """Crops of `image` for each region, clipped to the image: [(region, crop)].
 
-    No regions -> the whole image. A region entirely outside the image is an error (the
-    configured regions do not match this camera's resolution).
+    `region` is the clipped region; the crop also holds `margin` times its size of context
+    on every side (where the image has it). No regions -> the whole image. A region entirely
+    outside the image is an error (the regions do not match this camera's resolution).
     """
     height, width = image.shape[:2]
     if not regions:
         return [((0, 0, width, height), image)]
     crops = []
-    for x, y, w, h in regions:
-        x0, y0 = max(0, x), max(0, y)
-        x1, y1 = min(width, x + w), min(height, y + h)
-        if x1 <= x0 or y1 <= y0:
-            raise ImageFormatError(f"region {(x, y, w, h)} lies outside the {width}x{height} image")
-        crops.append(((x0, y0, x1 - x0, y1 - y0), image[y0:y1, x0:x1]))
+    for region in regions:
+        if not inside(region, width, height):
+            raise ImageFormatError(f"region {tuple(region)} lies outside the {width}x{height} image")
+        clipped = expand_region(region, 0.0, width, height)
+        x0, y0, w, h = expand_region(clipped, margin, width, height) if margin else clipped
+        crops.append((clipped, image[y0:y0 + h, x0:x0 + w]))
     return crops
