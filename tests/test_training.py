@@ -420,3 +420,71 @@ def test_domain_separability_of_frozen_features_is_an_accuracy(tiny_clip, tiny_d
     assert result["chance"] == pytest.approx(1 / len(result["domains"]))
     assert 0 <= result["accuracy"] <= 1 and set(result["per_domain"]) == set(result["domains"])
     assert "nearest domain centroid" in format_separability(result)
+
+
+def tiny_cli_arguments(tiny_data, clip_config, *extra):
+    return ["--data", str(tiny_data), "--model-config", str(clip_config), "--shots", "2",
+            "--calibration-shots", "1", "--epochs", "1", "--batch-size", "8", "--prompt-tokens", "2",
+            "--workers", "1", "--device", "cpu", *extra]
+
+
+def test_benchmark_command_averages_over_combinations_then_seeds(tiny_clip, tiny_data, tmp_path, capsys):
+    import json
+
+    from adu_perception.cli import main
+
+    _, clip_config = tiny_clip
+    out = tmp_path / "bench.json"
+    status = main(["benchmark", "unlearning", *tiny_cli_arguments(tiny_data, clip_config),
+                   "--forget-sizes", "1", "--seeds", "1,2", "--methods", "zeroshot,adu-mmd-only",
+                   "--out", str(out), "--work-dir", str(tmp_path / "work")])
+    assert status == 0
+    report = json.loads(out.read_text())
+    assert report["setup"]["seeds"] == [1, 2]
+    entry = report["results"]["adu-mmd-only"]["1"]
+    per_seed = entry["per_seed"]
+    assert set(per_seed) == {"1", "2"} and all(len(s["combos"]) == 3 for s in per_seed.values())
+    for seed_entry in per_seed.values():  # H per combination first, then averaged
+        assert seed_entry["h"] == pytest.approx(np.mean([c["h"] for c in seed_entry["combos"]]))
+    hs = [per_seed[s]["h"] for s in ("1", "2")]
+    assert entry["h"] == pytest.approx(np.mean(hs))
+    assert (entry["h_min"], entry["h_max"]) == pytest.approx((min(hs), max(hs)))
+    printed = capsys.readouterr().out
+    assert "| adu-mmd-only |" in printed and "range over seeds" in printed
+
+
+def test_train_evaluate_and_resume_commands(tiny_clip, tiny_data, tmp_path, capsys):
+    from adu_perception.cli import main
+
+    _, clip_config = tiny_clip
+    run = tmp_path / "run"
+    arguments = ["train", *tiny_cli_arguments(tiny_data, clip_config), "--forget", "sketch",
+                 "--out", str(run)]
+    assert main(arguments) == 0
+    assert "| adu |" in capsys.readouterr().out
+    assert main(["evaluate", "--run", str(run)]) == 0
+    assert "| adu |" in capsys.readouterr().out
+    # Resuming with another configuration is refused, in one line.
+    assert main([*arguments, "--resume", "--lr", "0.5"]) == 2
+    assert "cannot resume" in capsys.readouterr().err
+    # An unknown domain names itself.
+    assert main(["train", *tiny_cli_arguments(tiny_data, clip_config), "--forget", "clipart",
+                 "--out", str(tmp_path / "other")]) == 2
+    assert "clipart" in capsys.readouterr().err
+
+
+def test_split_file_restricts_the_images_used(tiny_clip, tiny_data, tmp_path):
+    from adu_perception.training.trainer import prepare_data
+
+    clip, clip_config = tiny_clip
+    dataset = MultiDomainDataset.scan(tiny_data)
+    downstream = [s.path for s in dataset.samples if s.path.rsplit("/", 1)[-1] in ("0.png", "1.png", "2.png", "3.png")]
+    lines = [f"{p}\tdownstream" for p in downstream]
+    lines += [f"{s.path}\tpretrain" for s in dataset.samples if s.path not in downstream]
+    split_file = tmp_path / "splits.txt"
+    split_file.write_text("\n".join(lines) + "\n")
+    config = tiny_config(tiny_data, clip_config, split_file=str(split_file), calibration_shots=1)
+    data = prepare_data(config, clip.image_size)
+    used = {s.path for s in data.train + data.calibration + data.test}
+    assert used == set(downstream)
+    assert len(data.train) == 2 * 9 and len(data.calibration) == 9 and len(data.test) == 9

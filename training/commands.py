@@ -112,7 +112,8 @@ def benchmark_unlearning_command(args) -> int:
 
     config = config_from_args(args, forget=["-"])
     sizes = [int(v) for v in csv_list(args.forget_sizes)]
-    report = run_unlearning_benchmark(config, csv_list(args.methods), sizes, args.work_dir)
+    seeds = [int(v) for v in csv_list(args.seeds)] if args.seeds else []
+    report = run_unlearning_benchmark(config, csv_list(args.methods), sizes, args.work_dir, seeds)
     write_report(report, args.out)
     print(results_table(report))
     print(f"\n{report['setup']['seconds']:.0f} s; JSON written to {args.out}")
@@ -173,6 +174,8 @@ def register_benchmarks(subparsers) -> None:
     add_model_arguments(bench)
     add_method_arguments(bench)
     bench.add_argument("--forget-sizes", default="1", help="comma-separated |D_forget| sizes (default: %(default)s)")
+    bench.add_argument("--seeds", help="comma-separated seeds, e.g. 1,2,3 (the authors'): H is "
+                       "averaged over combinations, then over seeds, with its range (default: --seed)")
     bench.add_argument("--methods", default="zeroshot,baseline,instapg,ddl,adu",
                        help="comma-separated methods (default: %(default)s)")
     bench.add_argument("--out", default="runs/benchmark_unlearning.json", help="JSON report (default: %(default)s)")
