@@ -63,8 +63,8 @@ def register(subparsers) -> None:
                        help="training images per (class, domain) (default: %(default)s)")
     group.add_argument("--epochs", type=int, default=defaults.epochs, help="prompt-training epochs (default: %(default)s)")
     group.add_argument("--domain-lr", type=float, default=defaults.domain_lr,
-                       help="learning rate of the domain classifier (default: %(default)s; the "
-                       "prompts use the paper's 0.0025)")
+                       help="opt-in: a separate learning rate for the domain classifier "
+                       "(default: one SGD group at the paper's 0.0025, as the authors)")
     group.add_argument("--methods", default=",".join(defaults.methods),
                        help="methods to train and compare; the last of them, or adu, is exported "
                        "(default: %(default)s)")

@@ -39,9 +39,9 @@ class DemoOptions:
     pretrain_epochs: int = 15
     shots: int = 8
     epochs: int = 50
-    # The linear domain head sees 6 steps an epoch here and learns slowly at the prompts'
-    # rate (0.0025); 100x lets it become confident, which the node's suppression relies on.
-    domain_lr: Optional[float] = 0.25
+    # None: one SGD group at the prompts' rate, as the authors. `--domain-lr` (opt-in) gives
+    # the linear domain head its own rate (it sees few steps an epoch here).
+    domain_lr: Optional[float] = None
     methods: Sequence[str] = ("baseline", "adu")
     drive_frames: int = 24
     force: bool = False
