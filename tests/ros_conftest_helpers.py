@@ -15,6 +15,8 @@ the ones those depend on (runtime_bundle needs color_bundle imported beside it).
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -216,3 +218,32 @@ def driving_crops(kind: str = "vehicles", limit: int = 8):
     if not files:
         pytest.skip(f"shared real camera crops not found at {folder} (needs ../shared/data)")
     return files
+
+
+# -- the package built by colcon, as on a ROS machine ---------------------------------------------
+
+VENV_BIN = Path(sys.executable).parent
+COLCON = VENV_BIN / "colcon"
+NOT_SOURCES = (".venv", ".git", "build", "install", "log", "__pycache__", ".pytest_cache",
+               "*.egg-info", "runs", "bundles")
+
+
+@pytest.fixture(scope="session")
+def colcon_install(tmp_path_factory) -> dict:
+    """`colcon build` of a copy of this repository in a scratch workspace (once per session):
+    {"workspace", "prefix" (install/adu_perception), "env" (what sourcing install/setup.bash
+    sets for this package: its site-packages first, its prefix on AMENT_PREFIX_PATH)}."""
+    if not COLCON.exists():
+        pytest.skip(f"colcon is not installed in {VENV_BIN} (run `make install`)")
+    workspace = tmp_path_factory.mktemp("colcon_ws")
+    shutil.copytree(REPO, workspace / "src" / "adu_perception",
+                    ignore=shutil.ignore_patterns(*NOT_SOURCES))
+    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    build = subprocess.run([str(COLCON), "build", "--base-paths", str(workspace / "src")],
+                           cwd=workspace, env=env, capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stdout + build.stderr
+    prefix = workspace / "install" / "adu_perception"
+    site = next((prefix / "lib").glob("python3*/site-packages"))
+    run_env = {**env, "PYTHONPATH": f"{site}{os.pathsep}{env.get('PYTHONPATH', '')}",
+               "AMENT_PREFIX_PATH": f"{prefix}{os.pathsep}{env.get('AMENT_PREFIX_PATH', '')}"}
+    return {"workspace": workspace, "prefix": prefix, "site": site, "env": run_env}

@@ -1,18 +1,34 @@
-"""launch/classifier.launch.py and config/classifier.yaml agree with setup.py and with the
-parameters the node really declares. launch_ros is not installable here, so the launch file
-is checked structurally (ast); where launch_ros exists it is also built for real."""
+"""The launch files and config/classifier.yaml agree with setup.py and with the parameters the
+node really declares, and they run for real: launch.LaunchService starts the colcon-installed
+package's two-camera launch (classifier.launch.py once per camera), each node answers its own
+camera with the YAML and launch parameters in force, and all of it ends promptly and cleanly
+on Ctrl-C (no escalation to SIGTERM)."""
 import ast
 import importlib.util
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
 
 import pytest
 import rclpy
 import yaml
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter
+from rclpy.parameter_client import AsyncParameterClient
+from sensor_msgs.msg import Image
+from std_msgs.msg import String
 
 from adu_perception.ros_node.classifier_node import NODE_NAME, PARAMETER_NAMES, ClassifierNode
-from ros_conftest_helpers import REPO, color_bundle, ros_domain, runtime_bundle  # noqa: F401 (fixtures)
+from ros_conftest_helpers import (REPO, colcon_install, color_bundle, image_msg,  # noqa: F401
+                                  ros_domain, runtime_bundle, solid)
 
 LAUNCH = REPO / "launch" / "classifier.launch.py"
 CONFIG = REPO / "config" / "classifier.yaml"
+YAML_KEY = f"/**/{NODE_NAME}"  # any namespace: one node per camera
+TIMEOUT = 30.0
 
 
 def calls(tree, name):
@@ -47,10 +63,8 @@ def test_launch_node_matches_setup_console_script(launch_tree):
     executable = ast.literal_eval(keyword(node, "executable"))
     assert console_scripts()[executable] == "adu_perception.ros_node.classifier_node:main"
     assert ast.literal_eval(keyword(node, "name")) == NODE_NAME
-    arguments = {ast.literal_eval(c.args[0]) for c in calls(launch_tree, "DeclareLaunchArgument")}
-    assert {"bundle", "camera_topic", "backend"} <= arguments
     remapped = [ast.literal_eval(pair.elts[0]) for pair in keyword(node, "remappings").elts]
-    assert remapped == ["image", "image/compressed"]  # the node's relative input topics
+    assert remapped == ["image", "image/compressed", "detections"]  # the node's relative inputs
 
 
 def test_launch_and_yaml_set_only_declared_parameters(launch_tree):
@@ -59,8 +73,8 @@ def test_launch_and_yaml_set_only_declared_parameters(launch_tree):
                      if isinstance(item, ast.Dict) for key in item.keys]
     assert launch_params and set(launch_params) <= set(PARAMETER_NAMES)
     config = yaml.safe_load(CONFIG.read_text())
-    assert list(config) == [NODE_NAME]
-    yaml_params = config[NODE_NAME]["ros__parameters"]
+    assert list(config) == [YAML_KEY]
+    yaml_params = config[YAML_KEY]["ros__parameters"]
     unknown = set(yaml_params) - set(PARAMETER_NAMES)
     assert not unknown, f"classifier.yaml sets undeclared parameters {unknown}"
 
@@ -68,34 +82,178 @@ def test_launch_and_yaml_set_only_declared_parameters(launch_tree):
 def test_declared_parameters_are_the_module_list_and_yaml_loads_into_the_node(
         tmp_path, runtime_bundle):
     """Start the node with the YAML as a real params file: the rcl parser accepts it, every
-    value lands, and the node declares exactly PARAMETER_NAMES."""
+    value lands (integers given for doubles included), and the node declares exactly
+    PARAMETER_NAMES."""
     config = yaml.safe_load(CONFIG.read_text())
-    values = config[NODE_NAME]["ros__parameters"]
-    values = {**values, "top_k": 2, "regions": [0, 0, 10, 10]}  # commented examples, live
+    values = config[YAML_KEY]["ros__parameters"]
+    values = {**values, "top_k": 2, "regions": [0, 0, 10, 10],  # commented examples, live
+              "confidence_threshold": 1, "max_drop_ratio": 0}   # integers for doubles
     params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump({NODE_NAME: {"ros__parameters": values}}))
+    params_file.write_text(yaml.safe_dump({YAML_KEY: {"ros__parameters": values}}))
     context = rclpy.Context()
     rclpy.init(context=context, args=["--ros-args", "--params-file", str(params_file),
-                                      "-p", f"bundle:={runtime_bundle}"])
+                                      "-p", f"bundle:={runtime_bundle}", "-p", "context_margin:=0"])
     try:
-        node = ClassifierNode(context=context)
+        node = ClassifierNode(context=context, namespace="/some_camera")
         try:
             declared = set(node.list_parameters([], 0).names) - {"use_sim_time",
                                                                   "start_type_description_service"}
             assert declared == set(PARAMETER_NAMES)
             for name, value in values.items():
                 assert node.get_parameter(name).value == value, name
+            for name in ("confidence_threshold", "max_drop_ratio", "context_margin"):
+                assert node.get_parameter(name).type_ == Parameter.Type.DOUBLE, name
+            # ... and at run time, as `ros2 param set ... 0` sends them
+            (result,) = node.set_parameters([Parameter("forgotten_domain_threshold", value=1)])
+            assert result.successful, result.reason
+            assert node.get_parameter("forgotten_domain_threshold").value == 1.0
+            assert node.settings.forgotten_domain == 1.0
+            (refused,) = node.set_parameters([Parameter("context_margin", value=2)])
+            assert not refused.successful  # still range-checked
         finally:
             node.destroy_node()
     finally:
         rclpy.shutdown(context=context)
 
 
-def test_launch_description_builds_where_launch_ros_exists():
-    pytest.importorskip("launch_ros", reason="launch_ros is not installable here (no ROS 2 "
-                        "launch on PyPI); checked structurally above")
-    spec = importlib.util.spec_from_file_location("classifier_launch", LAUNCH)
+def load_launch_module(path):
+    pytest.importorskip("launch_ros", reason="launch_ros is not installed: run `make install` "
+                        "with ../shared/vendor beside the repository")
+    spec = importlib.util.spec_from_file_location(path.stem.replace(".", "_"), path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    description = module.generate_launch_description()
-    assert {a.name for a in description.get_launch_arguments()} >= {"bundle", "camera_topic", "backend"}
+    return module
+
+
+def test_launch_descriptions_build_with_their_arguments():
+    description = load_launch_module(LAUNCH).generate_launch_description()
+    assert {a.name for a in description.get_launch_arguments()} >= {
+        "bundle", "namespace", "camera_topic", "use_detections", "detections_topic", "backend",
+        "compressed", "qos"}
+    two = load_launch_module(REPO / "launch" / "two_cameras.launch.py").generate_launch_description()
+    assert {a.name for a in two.get_launch_arguments()} >= {"bundle"}
+
+
+RUNNER = textwrap.dedent("""
+    import sys
+    import launch
+    from launch.actions import IncludeLaunchDescription
+    from launch.launch_description_sources import PythonLaunchDescriptionSource
+
+    service = launch.LaunchService(noninteractive=True)
+    service.include_launch_description(IncludeLaunchDescription(
+        PythonLaunchDescriptionSource(sys.argv[1]),
+        launch_arguments={"bundle": sys.argv[2], "backend": "onnxruntime-cpu"}.items()))
+    sys.exit(service.run())
+""")
+
+
+def boxes_msg(header, boxes):
+    from vision_msgs.msg import Detection2D, Detection2DArray
+
+    array = Detection2DArray(header=header)
+    for box_id, (x, y, w, h) in boxes:
+        detection = Detection2D(header=header, id=box_id)
+        detection.bbox.center.position.x, detection.bbox.center.position.y = x + w / 2, y + h / 2
+        detection.bbox.size_x, detection.bbox.size_y = float(w), float(h)
+        array.detections.append(detection)
+    return array
+
+
+def test_two_camera_launch_runs_the_installed_package_and_stops_cleanly_on_sigint(
+        colcon_install, color_bundle, tmp_path):
+    pytest.importorskip("launch_ros", reason="launch_ros is not installed: run `make install` "
+                        "with ../shared/vendor beside the repository")
+    from vision_msgs.msg import Detection2DArray
+
+    launch_file = colcon_install["prefix"] / "share" / "adu_perception" / "launch" / "two_cameras.launch.py"
+    runner = tmp_path / "run_launch.py"
+    runner.write_text(RUNNER)
+    log = open(tmp_path / "launch.log", "w+")
+    launched = subprocess.Popen([sys.executable, str(runner), str(launch_file), str(color_bundle)],
+                                env=colcon_install["env"], stdout=log, stderr=subprocess.STDOUT,
+                                cwd=tmp_path, start_new_session=True)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    executor = SingleThreadedExecutor(context=context)
+    tester = rclpy.create_node("launch_tester", context=context)
+    executor.add_node(tester)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        answers, lock = {}, threading.Lock()
+
+        def keep(camera, kind):
+            def store(msg):
+                with lock:
+                    answers[(camera, kind)] = msg
+            return store
+
+        cameras = {}
+        for camera in ("front", "rear"):
+            base = f"/{camera}/classifier_node"
+            cameras[camera] = (tester.create_publisher(Image, f"/{camera}/image_raw", 10),
+                               tester.create_publisher(Detection2DArray, f"/{camera}/detections", 10))
+            tester.create_subscription(Detection2DArray, f"{base}/detections", keep(camera, "reported"), 10)
+            tester.create_subscription(Detection2DArray, f"{base}/suppressed", keep(camera, "suppressed"), 10)
+            tester.create_subscription(String, f"{base}/classification", keep(camera, "json"), 10)
+
+        def wait(condition, what):
+            deadline = time.monotonic() + TIMEOUT
+            while not condition():
+                assert launched.poll() is None, f"launch ended early:\n{read_log(log)}"
+                assert time.monotonic() < deadline, f"timed out waiting for {what}:\n{read_log(log)}"
+                time.sleep(0.05)
+
+        for camera, (image_pub, boxes_pub) in cameras.items():
+            wait(lambda: image_pub.get_subscription_count() and boxes_pub.get_subscription_count(),
+                 f"the {camera} node's subscriptions (remapped topics)")
+        # Each camera: a real car (green) on the left, a poster (red) on the right.
+        frame = solid((20, 200, 30), 200, 100)
+        frame[:, 100:] = (210, 20, 20)
+        for index, (camera, (image_pub, boxes_pub)) in enumerate(cameras.items()):
+            image = image_msg(frame, "bgr8", stamp=(50 + index, 7), frame_id=f"{camera}_cam")
+            image_pub.publish(image)
+            boxes_pub.publish(boxes_msg(image.header, [(f"{camera}-car", (0, 0, 100, 100)),
+                                                       (f"{camera}-poster", (100, 0, 100, 100))]))
+        for camera in cameras:
+            wait(lambda: all((camera, k) in answers for k in ("reported", "suppressed", "json")),
+                 f"the {camera} node's answers")
+            reported, suppressed = answers[(camera, "reported")], answers[(camera, "suppressed")]
+            assert reported.header.frame_id == suppressed.header.frame_id == f"{camera}_cam"
+            assert [d.id for d in reported.detections] == [f"{camera}-car"]
+            assert [d.id for d in suppressed.detections] == [f"{camera}-poster"]
+            assert reported.detections[0].results[0].hypothesis.class_id == "car"
+
+            # Parameters: the YAML's, the launch file's, and the launch arguments'.
+            client = AsyncParameterClient(tester, f"/{camera}/classifier_node")
+            assert client.wait_for_services(timeout_sec=TIMEOUT)
+            future = client.get_parameters(["max_drop_ratio", "use_detections", "bundle", "backend"])
+            wait(future.done, f"the {camera} node's parameters")
+            values = [getattr(v, attr) for v, attr in zip(future.result().values, (
+                "double_value", "bool_value", "string_value", "string_value"))]
+            assert values == [0.5, True, str(color_bundle), "onnxruntime-cpu"]
+    finally:
+        executor.shutdown()
+        tester.destroy_node()
+        rclpy.try_shutdown(context=context)
+        # launch, noninteractive (as under a supervisor), forwards its SIGINT to each node. (In
+        # a terminal, Ctrl-C reaches every process of the group and launch sends none itself.)
+        launched.send_signal(signal.SIGINT)
+        try:
+            code = launched.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            launched.kill()
+            raise
+    output = read_log(log)
+    assert code == 0, output
+    # launch escalates to SIGTERM when a node has not exited 5 s after its SIGINT
+    assert "SIGTERM" not in output and "SIGKILL" not in output, output
+    assert output.count("process has finished cleanly") == 2, output
+    assert "Traceback" not in output and "frame processing failed" not in output, output
+
+
+def read_log(log) -> str:
+    log.flush()
+    log.seek(0)
+    return log.read()
