@@ -276,8 +276,11 @@ class ClassifierNode(Node):
         inputs = f"{self._sub.topic_name} ({message_type.__name__})"
         self._detections_sub = None
         if self._pairer is not None:
+            # Small messages: keep as many as the pairing cache holds, so bursts are not lost.
+            depth = max(int(self._value("qos_depth")), int(self._value("detection_cache")))
             self._detections_sub = self.create_subscription(
-                vision_io.Detection2DArray, "detections", self._on_detections, qos,
+                vision_io.Detection2DArray, "detections", self._on_detections,
+                self._input_qos(depth),
                 event_callbacks=self._input_events("detections"))
             inputs += f" + {self._detections_sub.topic_name} (Detection2DArray, paired by stamp)"
         self.get_logger().info(f"listening on {inputs}, qos {self._value('qos')}; publishing "
@@ -544,7 +547,7 @@ class ClassifierNode(Node):
                   **{f"{s}_{p}_ms": f"{stats[f'{s}_{p}_ms']:.2f}"
                      for s in ("latency", "stamp_latency") for p in ("p50", "p95", "p99")},
                   "vision_msgs_outputs": "on" if self._vision_pubs is not None else "off"}
-        status = DiagnosticStatus(level=bytes([level]), name=f"{self.get_name()}: classification",
+        status = DiagnosticStatus(level=bytes([level]), name=f"{self.get_fully_qualified_name()}: classification",
                                   message=message, hardware_id=self.predictor.backend,
                                   values=[KeyValue(key=k, value=v) for k, v in values.items()])
         array = DiagnosticArray(status=[status])

@@ -189,7 +189,7 @@ def test_malformed_frames_are_skipped_and_counted_and_the_node_keeps_answering(
         for array in harness.diagnostics:
             for status in array.status:
                 values = {kv.key: kv.value for kv in status.values}
-                if status.name.startswith("classifier_node") and values.get("frames_invalid") == "4" \
+                if "classifier_node: " in status.name and values.get("frames_invalid") == "4" \
                         and values.get("frames_processed") == "2":
                     return values
         return None
