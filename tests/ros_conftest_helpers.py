@@ -173,15 +173,17 @@ def image_msg(rgb: np.ndarray, encoding: str = "rgb8", padding: int = 0, stamp=(
     return msg
 
 
-def expected_rgb(rgb: np.ndarray, encoding: str) -> np.ndarray:
-    """What decoding `encode(rgb, encoding)` should give (lossy for mono8 and 4:2:2)."""
-    from adu_perception.runtime.images import to_rgb
+YUV_TO_RGB = {"yuv422": cv2.COLOR_YUV2RGB_UYVY, "uyvy": cv2.COLOR_YUV2RGB_UYVY,
+              "yuyv": cv2.COLOR_YUV2RGB_YUYV, "yuv422_yuy2": cv2.COLOR_YUV2RGB_YUYV}
 
+
+def expected_rgb(rgb: np.ndarray, encoding: str) -> np.ndarray:
+    """What decoding `encode(rgb, encoding)` should give (lossy for mono8 and 4:2:2), from
+    OpenCV's own conversions of the packed pixels, not from the code under test."""
     if encoding == "mono8":
         return cv2.cvtColor(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
-    if encoding in ("yuv422", "uyvy", "yuyv", "yuv422_yuy2"):
-        data, step = raw_frame(rgb, encoding)
-        return to_rgb(data, rgb.shape[1], rgb.shape[0], step, encoding)
+    if encoding in YUV_TO_RGB:
+        return cv2.cvtColor(encode(rgb, encoding), YUV_TO_RGB[encoding])
     return rgb
 
 

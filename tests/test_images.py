@@ -1,6 +1,8 @@
 """runtime/images.py: ROS encodings -> RGB (incl. padded rows), YUV byte orders, compressed
 frames, malformed input, preprocessing and regions."""
 import array
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -118,6 +120,58 @@ def test_center_crop_keeps_the_middle():
     image[:, 32:64] = 255  # only the middle third is white
     out = images.resize_center_crop(image, 32)
     assert out.min() == 255
+
+
+@pytest.mark.parametrize("shape", [(480, 640), (100, 37), (37, 100), (300, 300), (20, 30)])
+def test_crop_then_resize_matches_resize_then_crop(shape):
+    """The shorter-side resize + centre crop the bundle format specifies, computed the
+    textbook way (resize the whole image, then crop), agrees with the crop-first version."""
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    smooth = cv2.GaussianBlur(noise, (0, 0), max(2.0, min(shape) / 16))  # detail at output scale
+    height, width = shape
+    scale = 64 / min(height, width)
+    new_w, new_h = max(64, round(width * scale)), max(64, round(height * scale))
+    resized = cv2.resize(smooth, (new_w, new_h),
+                         interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+    top, left = (new_h - 64) // 2, (new_w - 64) // 2
+    textbook = resized[top:top + 64, left:left + 64].astype(int)
+    out = images.resize_center_crop(smooth, 64)
+    assert out.shape == (64, 64, 3) and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - textbook).mean() < 2.0
+
+
+def test_a_one_pixel_strip_is_cropped_before_it_is_enlarged():
+    """A 60000x1 frame used to be enlarged to 60000*224 pixels before cropping (gigabytes);
+    cropped first it costs one pixel. Run in a fresh process to read its peak memory."""
+    code = ("import resource, numpy as np\n"
+            "from adu_perception.runtime.images import preprocess, to_rgb\n"
+            "strip = np.zeros((1, 60000, 3), np.uint8); strip[0, 29999:30001] = (10, 200, 30)\n"
+            "rgb = to_rgb(strip[:, :, ::-1].tobytes(), 60000, 1, 180000, 'bgr8')\n"
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "batch = preprocess([rgb, rgb.transpose(1, 0, 2)], 224)\n"
+            "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "print(batch.shape, batch[0, 0, 0].tolist(), batch[1, 5, 7].tolist(), (after - before) // 1024)\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    growth_mb = int(run.stdout.split()[-1])
+    assert run.stdout.startswith("(2, 224, 224, 3) [10, 200, 30] [10, 200, 30]"), run.stdout
+    assert growth_mb < 50, f"peak memory grew by {growth_mb} MB"
+
+
+def test_context_margin_grows_boxes_and_stops_at_the_borders():
+    assert images.expand_region((40, 20, 20, 10), 0.5, 100, 60) == (30, 15, 40, 20)
+    assert images.expand_region((0, 0, 20, 10), 0.5, 100, 60) == (0, 0, 30, 15)     # corner
+    assert images.expand_region((90, 55, 10, 5), 1.0, 100, 60) == (80, 50, 20, 10)  # far corner
+    assert images.expand_region((95, 50, 30, 30), 0.0, 100, 60) == (95, 50, 5, 10)  # clip only
+    image = gradient(100, 60)
+    ((region, crop),) = images.crop_regions(image, [(40, 20, 20, 10)], margin=0.5)
+    assert region == (40, 20, 20, 10)  # the box itself; the crop carries the context
+    np.testing.assert_array_equal(crop, image[15:35, 30:70])
+    ((region, crop),) = images.crop_regions(image, [(-10, -10, 20, 20)], margin=0.25)
+    assert region == (0, 0, 10, 10)
+    np.testing.assert_array_equal(crop, image[0:12, 0:12])
+    assert not images.inside((100, 0, 5, 5), 100, 60) and images.inside((99, 59, 5, 5), 100, 60)
 
 
 def test_regions_grid_and_clipping():
