@@ -1,9 +1,10 @@
-"""Drive the generated road scene through the real ROS 2 classifier node (rclpy).
-
-A stand-in camera node cuts each object's region of interest out of a generated frame
-(as a detector in front of the classifier would) and publishes it as a sensor_msgs/Image;
-the node classifies it and publishes its JSON decision, which we collect and score against
-the generator's ground truth (real road user -> reported, billboard -> suppressed).
+"""Drive the generated road scene through the real ROS 2 classifier node (rclpy), as in a
+vehicle: a stand-in camera publishes each full frame (sensor_msgs/Image) and a stand-in
+detector its boxes (vision_msgs/Detection2DArray, same header, one detection per object, id =
+the object's index). The node classifies every box and answers on ~/detections (real road
+users) and ~/suppressed (the rest); we count from those two and score them against the
+generator's ground truth (real road user -> reported, billboard -> suppressed). The reason of
+each suppression comes from the node's JSON debug channel (~/classification).
 """
 import json
 import logging
@@ -16,7 +17,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-RESULT_TIMEOUT_S = 10.0  # per crop; the tiny model answers in milliseconds
+RESULT_TIMEOUT_S = 10.0  # per frame; the tiny model answers in milliseconds
 
 
 def _image_msg(rgb: np.ndarray, frame_id: str, stamp_ns: int):
@@ -30,58 +31,94 @@ def _image_msg(rgb: np.ndarray, frame_id: str, stamp_ns: int):
     return msg
 
 
+def _detections_msg(header, objects):
+    """What a 2D detector publishes for this frame: one box per object, same header."""
+    from adu_perception.ros_node import vision_io
+
+    return vision_io.detection_array(header, [
+        vision_io.Detection2D(header=header, id=str(i), bbox=vision_io.bbox_of(obj["box"]))
+        for i, obj in enumerate(objects)])
+
+
 def run_drive_through_node(bundle, frames: Sequence, backend: str = "onnxruntime-cpu",
                            progress: bool = True) -> List[Dict]:
     """Classify every object of `frames` (render_drive's output) with the real node.
 
     Returns one record per object: frame index, box, the generator's true class and domain,
-    and the node's decision for that crop (its JSON result: label, reported, reason, ...).
+    whether the node reported it (on ~/detections) or suppressed it (on ~/suppressed), its
+    label (the top hypothesis when reported) and the JSON decision for that box id.
     """
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
     from std_msgs.msg import String
     from tqdm import tqdm
 
+    from adu_perception.ros_node import vision_io
     from adu_perception.ros_node.classifier_node import ClassifierNode
-    from adu_perception.runtime.images import crop_regions
 
+    if not vision_io.AVAILABLE:
+        raise RuntimeError(f"the drive needs vision_msgs: {vision_io.MISSING}")
     # Our own ROS domain on this host: no cross-talk with other graphs on the machine.
     os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     context = rclpy.Context()
     rclpy.init(context=context)
     executor = SingleThreadedExecutor(context=context)
-    records, answers = [], {}
+    records, answers = [], {"reported": {}, "suppressed": {}, "json": {}}
     try:
-        # Reliable QoS both ways: the demo waits for every answer, none may be lost.
+        # Reliable QoS (the node's default) both ways: the demo waits for every answer.
         node = ClassifierNode(context=context, parameter_overrides=[
             Parameter("bundle", value=str(bundle)), Parameter("backend", value=backend),
-            Parameter("qos", value="reliable")])
-        camera = rclpy.create_node("demo_camera", context=context)
-        publisher = camera.create_publisher(Image, "image", QoSProfile(
-            depth=10, reliability=ReliabilityPolicy.RELIABLE))
-        camera.create_subscription(String, f"/{node.get_name()}/classification",
-                                   lambda msg: _store(answers, msg.data), 10)
+            Parameter("use_detections", value=True), Parameter("publish_overlay", value=False)])
+        sensors = rclpy.create_node("demo_camera", context=context)
+        camera = sensors.create_publisher(Image, "image", 10)
+        detector = sensors.create_publisher(vision_io.Detection2DArray, "detections", 10)
+        base = f"/{node.get_name()}"
+        for kind in ("reported", "suppressed"):
+            sensors.create_subscription(
+                vision_io.Detection2DArray, f"{base}/{'detections' if kind == 'reported' else kind}",
+                lambda msg, kind=kind: answers[kind].__setitem__(msg.header.frame_id, msg), 10)
+        sensors.create_subscription(String, f"{base}/classification",
+                                    lambda msg: _store(answers["json"], msg.data), 10)
         executor.add_node(node)
-        executor.add_node(camera)
-        _wait_for(executor, lambda: publisher.get_subscription_count() > 0, "the node's subscription")
+        executor.add_node(sensors)
+        _wait_for(executor, lambda: camera.get_subscription_count() > 0 and
+                  detector.get_subscription_count() > 0, "the node's subscriptions")
 
-        jobs = [(t, i, obj) for t, (_, objects) in enumerate(frames) for i, obj in enumerate(objects)]
-        for t, i, obj in tqdm(jobs, desc="drive: node classifies objects", disable=not progress,
-                              unit="obj"):
-            frame_id = f"drive/frame_{t:04d}/object_{i}"
-            [(_, object_crop)] = crop_regions(frames[t][0], [obj["box"]])
-            publisher.publish(_image_msg(object_crop, frame_id, time.time_ns()))
-            _wait_for(executor, lambda: frame_id in answers, f"the node's answer for {frame_id}")
-            result = answers.pop(frame_id)["results"][0]
-            records.append({"frame": t, "box": [int(v) for v in obj["box"]],
-                            "true_class": obj["class"], "true_domain": obj["domain"], **result})
+        for t in tqdm(range(len(frames)), desc="drive: node classifies each frame's boxes",
+                      disable=not progress, unit="frame"):
+            rgb, objects = frames[t]
+            frame_id = f"drive/frame_{t:04d}"
+            image = _image_msg(rgb, frame_id, time.time_ns())
+            camera.publish(image)
+            detector.publish(_detections_msg(image.header, objects))
+            _wait_for(executor, lambda: all(frame_id in answers[k] for k in answers),
+                      f"the node's answers for {frame_id}")
+            records += _frame_records(t, objects, *(answers[k].pop(frame_id) for k in
+                                                    ("reported", "suppressed", "json")))
     finally:
         executor.shutdown()
         rclpy.try_shutdown(context=context)
+    return records
+
+
+def _frame_records(t: int, objects, reported, suppressed, debug) -> List[Dict]:
+    """One record per object, from the two Detection2DArray outputs (+ the JSON's reasons)."""
+    out = {d.id: (True, d) for d in reported.detections}
+    out.update({d.id: (False, d) for d in suppressed.detections})
+    decisions = {item["id"]: item for item in debug["results"]}
+    records = []
+    for i, obj in enumerate(objects):
+        was_reported, detection = out[str(i)]
+        decision = decisions[str(i)]
+        if was_reported != decision["reported"]:
+            raise RuntimeError(f"frame {t}, box {i}: ~/detections and ~/classification disagree")
+        label = detection.results[0].hypothesis.class_id if was_reported else None
+        records.append({"frame": t, "box": [int(v) for v in obj["box"]], "true_class": obj["class"],
+                        "true_domain": obj["domain"], **decision, "reported": was_reported,
+                        "label": label})
     return records
 
 
