@@ -4,7 +4,7 @@ Light module: numpy, OpenCV, ONNX Runtime and rclpy are imported only when a com
 so `adu --help` stays fast and works on an edge image without ROS.
 """
 
-from adu_perception.cli import CommandError
+from adu_perception.cli import CommandError, csv_list
 
 
 def replay_command(args) -> int:
@@ -25,12 +25,18 @@ def replay_command(args) -> int:
 def node_benchmark_command(args) -> int:
     from adu_perception.runtime.predictor import BackendError
 
-    from .node_benchmark import run_benchmark
+    from .node_benchmark import run_benchmark, run_detections_benchmark
 
     try:
-        run_benchmark(args.bundle, frames=args.frames, warmup=args.warmup, backend=args.backend,
-                      frame_size=args.frame_size, json_out=args.json)
-    except BackendError as error:
+        if args.detections:
+            counts = [int(v) for v in csv_list(args.detections)]
+            run_detections_benchmark(args.bundle, counts, frames=args.frames, warmup=args.warmup,
+                                     backend=args.backend, frame_size=args.frame_size,
+                                     json_out=args.json)
+        else:
+            run_benchmark(args.bundle, frames=args.frames, warmup=args.warmup, backend=args.backend,
+                          frame_size=args.frame_size, json_out=args.json)
+    except (BackendError, RuntimeError) as error:
         raise CommandError(str(error)) from None
     return 0
 
@@ -90,5 +96,10 @@ def register_benchmarks(subparsers) -> None:
     node.add_argument("--frame-size", metavar="WxH",
                       help="resize frames to this camera size, e.g. 640x480 (default: the crops' "
                       "own size)")
+    node.add_argument("--detections", metavar="N[,N...]",
+                      help="instead: a camera + detector client sending N boxes per frame as "
+                      "vision_msgs/Detection2DArray (e.g. 1,8,32); times header stamp -> "
+                      "~/detections + ~/suppressed, per box, and one batched inference call against "
+                      "N single-box calls (goal at 32 boxes: <= 0.6x)")
     node.add_argument("--json", metavar="FILE", help="also write the numbers as JSON here")
     node.set_defaults(func=node_benchmark_command)

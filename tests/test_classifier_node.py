@@ -405,3 +405,22 @@ def test_node_benchmark_measures_end_to_end_and_bare_inference(ros_domain, color
         result["end_to_end"]["median_ms"] / result["bare_inference_paced"]["median_ms"])
     assert "overhead: end to end / interleaved bare" in lines[0]
     assert json.loads((tmp_path / "node.json").read_text())["backend"] == Predictor(color_bundle).backend
+
+
+def test_node_benchmark_with_detections_times_stamp_to_outputs_and_batching(ros_domain, color_bundle,
+                                                                            tmp_path):
+    pytest.importorskip("vision_msgs.msg", reason="vision_msgs is not installed: run `make "
+                        "install` with ../shared/vendor beside the repository")
+    from adu_perception import cli
+
+    out = tmp_path / "detections.json"
+    assert cli.main(["benchmark", "node", "--bundle", str(color_bundle), "--detections", "1,4",
+                     "--frames", "4", "--warmup", "1", "--frame-size", "160x120",
+                     "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert [row["boxes"] for row in result["rows"]] == [1, 4]
+    for row in result["rows"]:
+        assert row["lost_frames"] == 0 and row["end_to_end_from_stamp"]["n"] == 4
+        assert row["per_box_ms"] == pytest.approx(row["end_to_end_from_stamp"]["median_ms"] / row["boxes"])
+        assert row["ratio"] == pytest.approx(row["batched"]["median_ms"] / row["single_calls"]["median_ms"])
+    assert result["batch_goal_met"] is None  # the goal is stated at 32 boxes
