@@ -16,7 +16,7 @@ def replay_command(args) -> int:
                grid=parse_grid(args.grid), backend=args.backend, out=args.out,
                batch_size=args.batch_size, confidence=args.confidence,
                forgotten_domain=args.forgotten_threshold, top_k=args.top_k,
-               max_frames=args.max_frames, topics=args.topics)
+               max_frames=args.max_frames, topics=args.topics, context_margin=args.context_margin)
     except BackendError as error:
         raise CommandError(str(error)) from None
     return 0
@@ -61,6 +61,9 @@ def register(subparsers) -> None:
     where.add_argument("--regions", nargs="+", metavar="X,Y,W,H",
                        help="classify these pixel regions of each frame instead of the whole frame")
     where.add_argument("--grid", metavar="RxC", help="classify each tile of an R x C grid, e.g. 2x3")
+    replay.add_argument("--context-margin", type=float, default=0.0,
+                        help="grow each --regions box by this fraction of its size on every side "
+                        "before cropping, like the node's context_margin (default: %(default)s)")
     replay.add_argument("--backend", default="auto", choices=_backends(),
                         help="inference backend (default: %(default)s, the best available)")
     replay.add_argument("--out", metavar="FILE.jsonl",

@@ -67,6 +67,18 @@ def test_jsonl_output_regions_and_grid(tmp_path, color_bundle):
     summary, _ = run(color_bundle, tmp_path / "street", regions=[(120, 10, 50, 50)])
     assert (summary["."]["regions"], summary["."]["reported"]) == (1, 1)
 
+    # Context margin: the box stays the box, its crop takes in the real car next to the poster.
+    def poster_box(margin):
+        run(color_bundle, tmp_path / "street", regions=[(80, 0, 20, 100)], out=out,
+            context_margin=margin)
+        return json.loads(out.read_text())
+
+    poster_only, with_context = poster_box(0.0), poster_box(1.0)
+    assert poster_only["results"][0]["region"] == with_context["results"][0]["region"] == [80, 0, 20, 100]
+    assert with_context["results"][0]["p_forgotten"] < poster_only["results"][0]["p_forgotten"]
+    with pytest.raises(ReplayError, match="context margin"):
+        run(color_bundle, tmp_path / "street", regions=[(80, 0, 20, 100)], context_margin=1.5)
+
 
 def test_video_file(tmp_path, color_bundle):
     path = tmp_path / "drive.avi"

@@ -183,8 +183,11 @@ def replay(bundle, input_path, regions=None, grid=None, backend: str = "auto",
            out=None, batch_size: int = 16, confidence: Optional[float] = None,
            forgotten_domain: Optional[float] = None, top_k: int = 3,
            max_frames: Optional[int] = None, topics: Optional[Sequence[str]] = None,
-           echo: Callable[[str], None] = print) -> dict:
-    """Classify every frame (or its regions / grid tiles); returns {source: Counter}."""
+           context_margin: float = 0.0, echo: Callable[[str], None] = print) -> dict:
+    """Classify every frame (or its regions / grid tiles); returns {source: Counter}.
+    context_margin: as the node's parameter, for --regions (not grid tiles)."""
+    if not 0.0 <= context_margin <= 1.0:
+        raise ReplayError(f"context margin {context_margin} is not between 0 and 1")
     predictor = Predictor(bundle, backend=backend)
     echo(f"bundle {predictor.bundle.path}, backend {predictor.backend}")
     summary = {}
@@ -228,7 +231,8 @@ def replay(bundle, input_path, regions=None, grid=None, backend: str = "auto",
                 try:
                     height, width = frame.rgb.shape[:2]
                     boxes = regions or (images.grid_regions(width, height, *grid) if grid else None)
-                    pending.append((frame, images.crop_regions(frame.rgb, boxes)))
+                    margin = context_margin if regions else 0.0
+                    pending.append((frame, images.crop_regions(frame.rgb, boxes, margin)))
                 except images.ImageFormatError as error:
                     frame.error = str(error)
             if frame.error:
