@@ -41,7 +41,7 @@ def _detections_msg(header, objects):
 
 
 def run_drive_through_node(bundle, frames: Sequence, backend: str = "onnxruntime-cpu",
-                           progress: bool = True) -> List[Dict]:
+                           progress: bool = True, context_margin: float = 0.0) -> List[Dict]:
     """Classify every object of `frames` (render_drive's output) with the real node.
 
     Returns one record per object: frame index, box, the generator's true class and domain,
@@ -71,7 +71,8 @@ def run_drive_through_node(bundle, frames: Sequence, backend: str = "onnxruntime
         # Reliable QoS (the node's default) both ways: the demo waits for every answer.
         node = ClassifierNode(context=context, parameter_overrides=[
             Parameter("bundle", value=str(bundle)), Parameter("backend", value=backend),
-            Parameter("use_detections", value=True), Parameter("publish_overlay", value=False)])
+            Parameter("use_detections", value=True), Parameter("publish_overlay", value=False),
+            Parameter("context_margin", value=float(context_margin))])
         sensors = rclpy.create_node("demo_camera", context=context)
         camera = sensors.create_publisher(Image, "image", 10)
         detector = sensors.create_publisher(vision_io.Detection2DArray, "detections", 10)

@@ -32,7 +32,7 @@ def node_benchmark_command(args) -> int:
             counts = [int(v) for v in csv_list(args.detections)]
             run_detections_benchmark(args.bundle, counts, frames=args.frames, warmup=args.warmup,
                                      backend=args.backend, frame_size=args.frame_size,
-                                     json_out=args.json)
+                                     json_out=args.json, threads=args.threads)
         else:
             run_benchmark(args.bundle, frames=args.frames, warmup=args.warmup, backend=args.backend,
                           frame_size=args.frame_size, json_out=args.json)
@@ -104,5 +104,8 @@ def register_benchmarks(subparsers) -> None:
                       "vision_msgs/Detection2DArray (e.g. 1,8,32); times header stamp -> "
                       "~/detections + ~/suppressed, per box, and one batched inference call against "
                       "N single-box calls (goal at 32 boxes: <= 0.6x)")
+    node.add_argument("--threads", type=int, default=0,
+                      help="with --detections: the node's inference_threads (default: %(default)s, "
+                      "ONNX Runtime's choice)")
     node.add_argument("--json", metavar="FILE", help="also write the numbers as JSON here")
     node.set_defaults(func=node_benchmark_command)

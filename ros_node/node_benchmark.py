@@ -240,7 +240,7 @@ def _time_batching(predictor, crops, boxes: int, repeats: int) -> dict:
 
 def run_detections_benchmark(bundle, counts=(1, 8, 32), frames: int = 30, warmup: int = 5,
                              backend: str = "auto", frame_size: Optional[str] = None,
-                             json_out=None, echo=print) -> dict:
+                             json_out=None, echo=print, threads: int = 0) -> dict:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
@@ -265,7 +265,8 @@ def run_detections_benchmark(bundle, counts=(1, 8, 32), frames: int = 30, warmup
     try:
         node = ClassifierNode(context=context, namespace="/adu_benchmark", parameter_overrides=[
             Parameter("bundle", value=str(bundle)), Parameter("backend", value=backend),
-            Parameter("publish_overlay", value=False), Parameter("use_detections", value=True)])
+            Parameter("publish_overlay", value=False), Parameter("use_detections", value=True),
+            Parameter("inference_threads", value=int(threads))])
         client = rclpy.create_node("benchmark_client", namespace="/adu_benchmark", context=context)
         arrived, answered = {}, threading.Event()
 
@@ -334,6 +335,7 @@ def run_detections_benchmark(bundle, counts=(1, 8, 32), frames: int = 30, warmup
 
     goal_row = next((r for r in rows_out if r["boxes"] == BATCH_GOAL_BOXES), None)
     result = {"bundle": str(bundle), "backend": chosen, "input_size": input_size,
+              "inference_threads": threads or "onnxruntime default",
               "frame": f"{width}x{height} tiled with {description}", "rows": rows_out,
               "batch_goal": BATCH_GOAL, "batch_goal_boxes": BATCH_GOAL_BOXES,
               "batch_goal_met": None if goal_row is None else goal_row["ratio"] <= BATCH_GOAL}
@@ -347,7 +349,8 @@ def run_detections_benchmark(bundle, counts=(1, 8, 32), frames: int = 30, warmup
 
 def format_detections_table(result: dict) -> str:
     lines = [f"node benchmark, detections: {result['bundle']}",
-             f"backend {result['backend']}, input {result['input_size']} px, frame {result['frame']}",
+             f"backend {result['backend']} (threads: {result['inference_threads']}), input "
+             f"{result['input_size']} px, frame {result['frame']}",
              f"{'boxes':>5s} {'stamp->outputs ms':>18s} {'p95 ms':>8s} {'per box ms':>10s} "
              f"{'1 batched call ms':>17s} {'N single calls ms':>17s} {'batched/single':>14s}"]
     for row in result["rows"]:
