@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from ros_conftest_helpers import colcon_install  # noqa: F401 (fixture)
+from ros_conftest_helpers import REPO, colcon_install  # noqa: F401 (fixture)
 
 
 def test_colcon_build_installs_a_runnable_node(colcon_install):
@@ -23,6 +23,13 @@ def test_colcon_build_installs_a_runnable_node(colcon_install):
                             "as m; print(m.__file__)"], env=run_env, capture_output=True, text=True,
                            cwd=workspace, timeout=60)
     assert where.stdout.strip().startswith(str(colcon_install["site"])), where.stdout + where.stderr
+    # The installed node finds vision_msgs (built into the venv from ../shared/vendor by `make
+    # install`, or a ROS install's own) and says which outputs would be off without it.
+    found = subprocess.run([sys.executable, "-c", "from adu_perception.ros_node import vision_io; "
+                            "print(vision_io.AVAILABLE)"], env=run_env, capture_output=True,
+                           text=True, cwd=workspace, timeout=60)
+    vendored = (REPO.parent / "shared" / "vendor" / "vision_msgs").is_dir()
+    assert found.stdout.strip() == ("True" if vendored else found.stdout.strip()), found.stderr
     started = subprocess.run([str(executable), "--ros-args", "-p", f"bundle:={workspace / 'nope'}"],
                              env=run_env, capture_output=True, text=True, cwd=workspace, timeout=60)
     assert started.returncode == 1
