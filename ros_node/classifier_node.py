@@ -42,7 +42,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import String
+from std_msgs.msg import Header, String
 
 from adu_perception.runtime import images
 from adu_perception.runtime.bundle import BundleError, load_bundle
@@ -313,7 +313,7 @@ class ClassifierNode(Node):
 
     def _publish_label_info(self):
         if self._vision_pubs is not None:
-            header = Image().header
+            header = Header()
             header.stamp = self.get_clock().now().to_msg()
             self._vision_pubs["label_info"].publish(vision_io.label_info(
                 header, self.bundle.class_names, self.settings.confidence))
@@ -432,22 +432,23 @@ class ClassifierNode(Node):
                                       throttle_duration_sec=self._throttle)
             return
         self._frame_size = (width, height)
-        valid = [box for box in boxes if images.inside(box.region, width, height)]
+        valid = [i for i, box in enumerate(boxes) if images.inside(box.region, width, height)]
         if len(valid) < len(boxes):
+            first = next(box for i, box in enumerate(boxes) if i not in valid)
             self.get_logger().warning(
                 f"{len(boxes) - len(valid)} boxes lie outside the {width}x{height} frame from "
-                f"'{msg.header.frame_id}' (first: {next(b.region for b in boxes if b not in valid)}); "
-                f"reported as suppressed, reason {OUTSIDE_FRAME}", throttle_duration_sec=self._throttle)
+                f"'{msg.header.frame_id}' (first: id {first.id}, {first.region}); reported as "
+                f"suppressed, reason {OUTSIDE_FRAME}", throttle_duration_sec=self._throttle)
         decisions = {}
         if valid:
-            crops = images.crop_regions(rgb, [box.region for box in valid], margin)
+            crops = images.crop_regions(rgb, [boxes[i].region for i in valid], margin)
             batch = images.preprocess([crop for _, crop in crops], self.bundle.input_size)
             found = self.predictor.classify(batch, settings.confidence, settings.forgotten_domain,
                                             settings.top_k, regions=[r for r, _ in crops])
-            decisions = {id(box): d for box, d in zip(valid, found)}
+            decisions = dict(zip(valid, found))
         if self._stop_event.is_set():
             return  # shutting down while the model ran: the outputs may be gone
-        results = [self._result(box, decisions.get(id(box))) for box in boxes]
+        results = [self._result(box, decisions.get(i)) for i, box in enumerate(boxes)]
         self._publish(msg, width, height, boxes, results, received)
         if settings.overlay and self._overlay_pub.get_subscription_count() > 0:
             self._overlay_pub.publish(self._overlay(msg, rgb, list(decisions.values())))
