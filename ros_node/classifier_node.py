@@ -583,22 +583,26 @@ def _ignore_further_signals():
 
 def main(args=None) -> int:
     rclpy.init(args=args)
+    node, status = None, 0
     try:
         node = ClassifierNode()
+        rclpy.spin(node)
     except (BundleError, BackendError, ConfigError) as error:
         # One clear line, no traceback: the usual cause is a wrong path or backend.
         rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {error}")
-        rclpy.try_shutdown()
-        return 1
-    try:
-        rclpy.spin(node)
+        status = 1
     except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        pass  # SIGINT / SIGTERM, also while starting: a normal stop
+    except Exception:
+        if rclpy.ok():
+            raise
+        # a signal shut the context down while the node was being built
     finally:
         _ignore_further_signals()
-        node.destroy_node()
+        if node is not None:
+            node.destroy_node()
         rclpy.try_shutdown()
-    return 0
+    return status
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ out-of-frame regions, start-up refusals, and no torch import. Across processes:
 tests/test_node_processes.py."""
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -424,3 +425,28 @@ def test_node_benchmark_with_detections_times_stamp_to_outputs_and_batching(ros_
         assert row["per_box_ms"] == pytest.approx(row["end_to_end_from_stamp"]["median_ms"] / row["boxes"])
         assert row["ratio"] == pytest.approx(row["batched"]["median_ms"] / row["single_calls"]["median_ms"])
     assert result["batch_goal_met"] is None  # the goal is stated at 32 boxes
+
+
+def test_without_vision_msgs_the_node_says_which_outputs_are_off(ros_domain, color_bundle):
+    """As on a ROS install without vision_msgs (its import made to fail): the node still runs
+    with the JSON channel and names what is off; use_detections is refused in one line."""
+    hide = ("import sys; sys.modules['vision_msgs'] = sys.modules['vision_msgs.msg'] = None\n"
+            "from adu_perception.ros_node.classifier_node import main\n"
+            "sys.exit(main(sys.argv))\n")
+    refused = subprocess.run([sys.executable, "-c", hide, "--ros-args", "-p", f"bundle:={color_bundle}",
+                              "-p", "use_detections:=true"], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
+    assert "cannot start: use_detections:=true needs vision_msgs" in refused.stderr
+    node = subprocess.Popen([sys.executable, "-c", hide, "--ros-args", "-p", f"bundle:={color_bundle}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        for line in node.stdout:
+            lines.append(line)
+            if "listening on" in line:
+                break
+        output = "".join(lines)
+        assert "~/detections, ~/suppressed and ~/label_info are off" in output, output
+    finally:
+        node.send_signal(signal.SIGINT)
+        assert node.wait(timeout=TIMEOUT) == 0

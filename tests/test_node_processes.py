@@ -279,3 +279,13 @@ def test_signals_under_load_end_the_node_cleanly(tester, runtime_bundle, tmp_pat
     assert code == 0, output
     for bad in ("Traceback", "KeyboardInterrupt", "frame processing failed", "RCLError"):
         assert bad not in output, output
+
+
+def test_a_signal_while_the_node_starts_is_a_clean_stop(tmp_path, color_bundle):
+    node = NodeProcess(tmp_path, "early", color_bundle)
+    deadline = time.monotonic() + TIMEOUT
+    while "listening on" not in node.output():  # topics made, not yet spinning
+        assert node.process.poll() is None and time.monotonic() < deadline, node.output()
+        time.sleep(0.005)
+    assert node.stop(signal.SIGINT) == 0, node.output()
+    assert "Traceback" not in node.output() and "KeyboardInterrupt" not in node.output()
