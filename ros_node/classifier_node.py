@@ -37,7 +37,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
 from rclpy.event_handler import SubscriptionEventCallbacks
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -582,11 +582,22 @@ def _ignore_further_signals():
 
 
 def main(args=None) -> int:
+    # rclpy's own handlers stop the node on SIGINT / SIGTERM and then call the handler that was
+    # there before. Python's would raise KeyboardInterrupt wherever the main thread is (inside
+    # a message conversion, say), turning a clean stop into a traceback: record it instead.
+    interrupted = []
+    signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
     rclpy.init(args=args)
+    if interrupted:  # before rclpy's handlers were in place
+        rclpy.try_shutdown()
+        return 0
+    # Made before the node, so that a signal while the node starts ends spin() cleanly.
+    executor = SingleThreadedExecutor()
     node, status = None, 0
     try:
         node = ClassifierNode()
-        rclpy.spin(node)
+        executor.add_node(node)
+        executor.spin()
     except (BundleError, BackendError, ConfigError) as error:
         # One clear line, no traceback: the usual cause is a wrong path or backend.
         rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {error}")
@@ -599,6 +610,7 @@ def main(args=None) -> int:
         # a signal shut the context down while the node was being built
     finally:
         _ignore_further_signals()
+        executor.shutdown()
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()

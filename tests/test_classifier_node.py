@@ -450,3 +450,38 @@ def test_without_vision_msgs_the_node_says_which_outputs_are_off(ros_domain, col
     finally:
         node.send_signal(signal.SIGINT)
         assert node.wait(timeout=TIMEOUT) == 0
+
+
+def test_region_mode_speaks_vision_msgs_too_and_label_info_is_latched(harness_factory, color_bundle):
+    vision = pytest.importorskip("vision_msgs.msg", reason="vision_msgs is not installed: run "
+                                 "`make install` with ../shared/vendor beside the repository")
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+    harness = harness_factory("/vm", color_bundle, regions=[0, 0, 100, 100, 100, 0, 100, 100])
+    arrays = {}
+    base = "/vm/classifier_node"
+    for topic in ("detections", "suppressed"):
+        harness.tester.create_subscription(
+            vision.Detection2DArray, f"{base}/{topic}",
+            lambda m, topic=topic: harness._add(arrays.setdefault(topic, []), m), 10)
+    labels = []  # subscribed after the node published it: transient local delivers it anyway
+    harness.tester.create_subscription(vision.LabelInfo, f"{base}/label_info", lambda m: harness._add(
+        labels, m), QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                               reliability=ReliabilityPolicy.RELIABLE))
+    harness.wait(lambda: labels, "the latched LabelInfo")
+    assert [(c.class_id, c.class_name) for c in labels[0].class_map] == [(0, "car"), (1, "truck"),
+                                                                         (2, "person")]
+    assert labels[0].threshold == pytest.approx(0.5)
+    harness.wait(lambda: harness.node._vision_pubs["reported"].get_subscription_count() > 0
+                 and harness.node._vision_pubs["suppressed"].get_subscription_count() > 0,
+                 "the tester's Detection2DArray subscriptions")
+    harness.ask(image_msg(billboard_and_car(), "rgb8", stamp=(3, 4), frame_id="regions"))
+    harness.wait(lambda: len(arrays.get("detections", [])) and len(arrays.get("suppressed", [])),
+                 "both arrays")
+    (car,), (poster,) = arrays["detections"][0].detections, arrays["suppressed"][0].detections
+    assert (car.id, poster.id) == ("1", "0")  # one detection per region, id = its index
+    assert (car.bbox.center.position.x, car.bbox.size_x, car.bbox.size_y) == (150.0, 100.0, 100.0)
+    assert car.results[0].hypothesis.class_id == "car"
+    for array in (arrays["detections"][0], arrays["suppressed"][0]):
+        assert (array.header.stamp.sec, array.header.stamp.nanosec, array.header.frame_id) == (
+            3, 4, "regions")
