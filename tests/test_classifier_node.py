@@ -380,17 +380,19 @@ def test_start_up_refusals_are_one_clear_line(ros, tmp_path, color_bundle):
         assert len([line for line in run.stderr.splitlines() if "cannot start" in line]) == 1
 
 
-def test_node_and_runtime_import_no_torch(runtime_bundle):
+def test_node_and_runtime_import_no_torch_nor_export_or_training(runtime_bundle):
     code = ("import sys\n"
             "import adu_perception.ros_node.classifier_node\n"
             "import adu_perception.ros_node.commands, adu_perception.runtime.replay\n"
             "from adu_perception.runtime.predictor import Predictor\n"
             f"Predictor({str(runtime_bundle)!r})\n"
-            "print('torch' in sys.modules)\n")
+            "from adu_perception.runtime.predictor import find_engine\n"
+            "print('torch' in sys.modules, sorted(m for m in sys.modules if m.startswith(\n"
+            "      ('adu_perception.export', 'adu_perception.training'))))\n")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert run.returncode == 0, run.stderr
-    assert run.stdout.strip() == "False"
+    assert run.stdout.strip() == "False []"  # no torch, nothing from export/ or training/
 
 
 def test_node_benchmark_measures_end_to_end_and_bare_inference(ros_domain, color_bundle, tmp_path):
