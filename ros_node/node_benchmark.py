@@ -178,12 +178,7 @@ def run_benchmark(bundle, frames: int = 200, warmup: int = 20, backend: str = "a
         "overhead_ratio": ratio, "overhead_goal": 1 + OVERHEAD_GOAL,
         "overhead_goal_met": ratio <= 1 + OVERHEAD_GOAL,
     }
-    echo(format_table(result))
-    if json_out:
-        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_out).write_text(json.dumps(result, indent=2) + "\n")
-        echo(f"JSON written to {json_out}")
-    return result
+    return _report(result, format_table(result), json_out, echo)
 
 
 def format_table(result: dict) -> str:
@@ -339,7 +334,12 @@ def run_detections_benchmark(bundle, counts=(1, 8, 32), frames: int = 30, warmup
               "frame": f"{width}x{height} tiled with {description}", "rows": rows_out,
               "batch_goal": BATCH_GOAL, "batch_goal_boxes": BATCH_GOAL_BOXES,
               "batch_goal_met": None if goal_row is None else goal_row["ratio"] <= BATCH_GOAL}
-    echo(format_detections_table(result))
+    return _report(result, format_detections_table(result), json_out, echo)
+
+
+def _report(result: dict, table: str, json_out, echo) -> dict:
+    """Print the table; write the result as JSON when asked."""
+    echo(table)
     if json_out:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(json_out).write_text(json.dumps(result, indent=2) + "\n")
