@@ -148,6 +148,12 @@ RUNNER = textwrap.dedent("""
 """)
 
 
+def default_sigint():
+    """In the child before exec: SIGINT at its default disposition and not blocked."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def boxes_msg(header, boxes):
     from vision_msgs.msg import Detection2D, Detection2DArray
 
@@ -170,9 +176,12 @@ def test_two_camera_launch_runs_the_installed_package_and_stops_cleanly_on_sigin
     runner = tmp_path / "run_launch.py"
     runner.write_text(RUNNER)
     log = open(tmp_path / "launch.log", "w+")
+    # An ignored or blocked SIGINT is inherited through exec: launch would then never see the
+    # SIGINT sent below (seen twice in full clean-clone runs: launch logged nothing after it).
     launched = subprocess.Popen([sys.executable, str(runner), str(launch_file), str(color_bundle)],
                                 env=colcon_install["env"], stdout=log, stderr=subprocess.STDOUT,
-                                cwd=tmp_path, start_new_session=True)
+                                cwd=tmp_path, start_new_session=True,
+                                preexec_fn=default_sigint)
     context = rclpy.Context()
     rclpy.init(context=context)
     executor = SingleThreadedExecutor(context=context)
