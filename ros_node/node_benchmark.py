@@ -15,6 +15,7 @@ answers on ~/detections and ~/suppressed. Timed: header stamp -> both arrays rec
 latency a tracker sees), per box; and the predictor's batched call on those N crops against N
 single-box calls (goal at 32 boxes: batched <= 0.6x the single calls).
 """
+import contextlib
 import json
 import threading
 import time
@@ -86,7 +87,6 @@ def _image_msg(rgb: np.ndarray, frame_id: str):
 def run_benchmark(bundle, frames: int = 200, warmup: int = 20, backend: str = "auto",
                   frame_size: Optional[str] = None, json_out=None, echo=print) -> dict:
     import rclpy
-    from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
     from sensor_msgs.msg import Image
     from std_msgs.msg import String
@@ -109,20 +109,8 @@ def run_benchmark(bundle, frames: int = 200, warmup: int = 20, backend: str = "a
 
         camera = client.create_publisher(Image, "image", 10)
         client.create_subscription(String, "classifier_node/classification", on_result, 10)
-        # Each node spun by its own single-threaded executor, as `ros2 run` / rclpy.spin would.
-        executors = [SingleThreadedExecutor(context=context) for _ in range(2)]
-        executors[0].add_node(node)
-        executors[1].add_node(client)
-        spinners = [threading.Thread(target=e.spin, daemon=True) for e in executors]
-        for spinner in spinners:
-            spinner.start()
-        try:
-            deadline = time.monotonic() + 10
-            while camera.get_subscription_count() == 0 or client.count_publishers(
-                    "/adu_benchmark/classifier_node/classification") == 0:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the benchmark client never discovered the node")
-                time.sleep(0.01)
+        with _spinning(context, node, client, lambda: camera.get_subscription_count() > 0 and
+                       client.count_publishers("/adu_benchmark/classifier_node/classification") > 0):
 
             # Bare inference: the node's own predictor, batch 1, same frames preprocessed.
             predictor = node.predictor
@@ -154,12 +142,6 @@ def run_benchmark(bundle, frames: int = 200, warmup: int = 20, backend: str = "a
             node_stats = node.stats()
             paced_stats = _summary(paced)
             chosen = predictor.backend
-        finally:
-            for executor, spinner in zip(executors, spinners):
-                executor.shutdown()
-                spinner.join(timeout=5)
-            node.destroy_node()
-            client.destroy_node()
     finally:
         rclpy.try_shutdown(context=context)
 
@@ -237,7 +219,6 @@ def run_detections_benchmark(bundle, counts=(1, 8, 32), frames: int = 30, warmup
                              backend: str = "auto", frame_size: Optional[str] = None,
                              json_out=None, echo=print, threads: int = 0) -> dict:
     import rclpy
-    from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
     from sensor_msgs.msg import Image
     from std_msgs.msg import String
@@ -277,19 +258,9 @@ def run_detections_benchmark(bundle, counts=(1, 8, 32), frames: int = 30, warmup
             client.create_subscription(vision_io.Detection2DArray, f"classifier_node/{topic}",
                                        on_output, 10)
         client.create_subscription(String, "classifier_node/classification", lambda m: None, 10)
-        executors = [SingleThreadedExecutor(context=context) for _ in range(2)]
-        executors[0].add_node(node)
-        executors[1].add_node(client)
-        spinners = [threading.Thread(target=e.spin, daemon=True) for e in executors]
-        for spinner in spinners:
-            spinner.start()
-        try:
-            deadline = time.monotonic() + 10
-            while camera.get_subscription_count() == 0 or detector.get_subscription_count() == 0 \
-                    or client.count_publishers("/adu_benchmark/classifier_node/suppressed") == 0:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the benchmark client never discovered the node")
-                time.sleep(0.01)
+        with _spinning(context, node, client, lambda: camera.get_subscription_count() > 0
+                       and detector.get_subscription_count() > 0
+                       and client.count_publishers("/adu_benchmark/classifier_node/suppressed") > 0):
             predictor = node.predictor
             image = _image_msg(frame, "")
             tile_crops = [frame[y:y + h, x:x + w] for x, y, w, h in regions]
@@ -319,12 +290,6 @@ def run_detections_benchmark(bundle, counts=(1, 8, 32), frames: int = 30, warmup
                                  "per_box_ms": e2e["median_ms"] / boxes if e2e else None,
                                  **batching})
             chosen, input_size = predictor.backend, predictor.bundle.input_size
-        finally:
-            for executor, spinner in zip(executors, spinners):
-                executor.shutdown()
-                spinner.join(timeout=5)
-            node.destroy_node()
-            client.destroy_node()
     finally:
         rclpy.try_shutdown(context=context)
 
@@ -335,6 +300,34 @@ def run_detections_benchmark(bundle, counts=(1, 8, 32), frames: int = 30, warmup
               "batch_goal": BATCH_GOAL, "batch_goal_boxes": BATCH_GOAL_BOXES,
               "batch_goal_met": None if goal_row is None else goal_row["ratio"] <= BATCH_GOAL}
     return _report(result, format_detections_table(result), json_out, echo)
+
+
+@contextlib.contextmanager
+def _spinning(context, node, client, discovered):
+    """Spin the node and the benchmark client, each by its own single-threaded executor (as
+    `ros2 run` / rclpy.spin would), for the block; wait up to 10 s for `discovered()` first.
+    Both nodes are destroyed when the block ends."""
+    from rclpy.executors import SingleThreadedExecutor
+
+    executors = [SingleThreadedExecutor(context=context) for _ in range(2)]
+    executors[0].add_node(node)
+    executors[1].add_node(client)
+    spinners = [threading.Thread(target=e.spin, daemon=True) for e in executors]
+    for spinner in spinners:
+        spinner.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not discovered():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the benchmark client never discovered the node")
+            time.sleep(0.01)
+        yield
+    finally:
+        for executor, spinner in zip(executors, spinners):
+            executor.shutdown()
+            spinner.join(timeout=5)
+        node.destroy_node()
+        client.destroy_node()
 
 
 def _report(result: dict, table: str, json_out, echo) -> dict:
