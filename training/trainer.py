@@ -181,7 +181,7 @@ def train(config: TrainConfig, run_dir, data: Optional[PreparedData] = None,
     data = data or prepare_data(config, clip.image_size)
     forget, memorize = resolve_domains(data.dataset, config.forget, config.memorize)
     model = build_training_model(config, clip, data).to(device)
-    prompts, class_embeddings = model.encoder.config, model.class_embeddings.cpu()
+    prompts = model.encoder.config
     ddl_weights = config.ddl_weights_for(float(model.logit_scale))
     if config.uses_ddl:
         log.info("DDL weights gamma %.3g, lambda %.3g (%s, logit scale %.1f)", *ddl_weights,
@@ -202,7 +202,7 @@ def train(config: TrainConfig, run_dir, data: Optional[PreparedData] = None,
         "memorized_domains": memorize, "forgotten_domains": forget,
         "prompt_config": asdict(prompts),
         "ddl_weights_applied": {"gamma": ddl_weights[0], "lambda": ddl_weights[1]},
-        "class_embeddings": class_embeddings.cpu(),
+        "class_embeddings": model.class_embeddings.cpu(),  # zero-shot CLIP's, fixed
         "train_files": [s.path for s in data.train], "test_files": [s.path for s in data.test],
         "calibration_files": [s.path for s in data.calibration],
         "history": [], "epoch": 0, "complete": False, "metrics": None,
