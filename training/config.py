@@ -15,6 +15,7 @@ METHODS = {
 }
 
 DDL_WEIGHTINGS = ("relative", "absolute")
+RENDERED_MODES = ("off", "pooled", "per-family")
 REFERENCE_LOGIT_SCALE = 100.0  # CLIP's (OpenAI ViT-B/16, the paper's backbone)
 
 
@@ -29,6 +30,10 @@ class TrainConfig:
     shots: int = 8
     calibration_shots: int = 8  # per (class, domain), held out for the bundle's thresholds
     seed: int = 0
+    # Rendered illustrations of the memorised training shots as extra forgotten domains
+    # ("off", "pooled" or "per-family"; training/rendered.py), by these families (empty: all).
+    rendered: str = "off"
+    rendered_families: List[str] = field(default_factory=list)
     # frozen CLIP
     clip: Optional[str] = None
     pretrained: Optional[str] = None
@@ -67,6 +72,8 @@ class TrainConfig:
             raise ValueError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
         if not self.forget:
             raise ValueError("name at least one domain to forget (--forget)")
+        if self.rendered not in RENDERED_MODES:
+            raise ValueError(f"unknown rendered mode {self.rendered!r}; choose from {', '.join(RENDERED_MODES)}")
         if self.ddl_weights not in DDL_WEIGHTINGS:
             raise ValueError(f"unknown ddl_weights {self.ddl_weights!r}; choose from {', '.join(DDL_WEIGHTINGS)}")
         if self.shots < 1 or self.calibration_shots < 0:

@@ -7,10 +7,10 @@ import numpy as np
 
 from .checkpoint import checkpoint_path, load_checkpoint, model_from_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .data import MultiDomainDataset, Sample, load_images
+from .data import Sample, load_images
 from .evaluate import predict, score, write_reports, zero_shot_model
 from .plots import plot_domain_accuracy, plot_feature_projection
-from .trainer import PreparedData, train
+from .trainer import train
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
@@ -18,6 +18,7 @@ from .clip_loader import ClipSpec, FrozenClip, class_text_embeddings, load_clip
 from .config import TrainConfig
 from .data import MultiDomainDataset, Sample, few_shot_split, load_images, resolve_domains
 from .model import AduModel, PromptConfig, default_prompt_depth
+from .rendered import render_copies, rendered_domain_names, resolve_families
 from .text_prompts import text_block_count
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,13 @@ class PreparedData:
     train_images: np.ndarray  # uint8 [N, S', S', 3], S' = image size x AUGMENT_MARGIN
     test_images: np.ndarray   # uint8 [M, S, S, 3]
     skipped: int
+    # `--rendered`: forgotten domains drawn from memorised training shots (train split only;
+    # their samples are at the end of `train`, after the dataset's own files)
+    rendered_domains: List[str] = field(default_factory=list)
+
+    @property
+    def domain_names(self) -> List[str]:
+        return self.dataset.domains + self.rendered_domains
 
     def labels(self, split: str):
         samples = self.train if split == "train" else self.test
@@ -65,8 +73,30 @@ def prepare_data(config: TrainConfig, image_size: int) -> PreparedData:
     log.info("%s: %d domains, %d classes, %d train / %d calibration / %d test images "
              "(%d unreadable skipped)", dataset.root, len(dataset.domains), len(dataset.classes),
              len(train), len(calibration), len(test), skipped_train + skipped_test)
-    return PreparedData(dataset, train, calibration, test, train_images, test_images,
+    data = PreparedData(dataset, train, calibration, test, train_images, test_images,
                         skipped_train + skipped_test)
+    if config.rendered != "off":
+        add_rendered_training_data(data, config)
+    return data
+
+
+def add_rendered_training_data(data: PreparedData, config: TrainConfig) -> None:
+    """Append rendered copies of the memorised training shots as forgotten domains."""
+    families = resolve_families(config.rendered_families)
+    _, memorize = resolve_domains(data.dataset, config.forget, config.memorize)
+    classes, domains = data.labels("train")
+    started = time.time()
+    images, new_classes, new_domains, names = render_copies(
+        data.train_images, classes, domains, data.dataset.domain_indices(memorize),
+        config.rendered, families, len(data.dataset.domains), config.seed)
+    data.rendered_domains = rendered_domain_names(config.rendered, families)
+    all_names = data.domain_names
+    data.train = data.train + [
+        Sample(f"{all_names[d]}/{data.dataset.classes[c]}/{name}", int(c), int(d))
+        for c, d, name in zip(new_classes, new_domains, names)]
+    data.train_images = np.concatenate([data.train_images, images])
+    log.info("rendered %d training images (%s, families %s) in %.1f s", len(images),
+             config.rendered, ", ".join(families), time.time() - started)
 
 
 def to_model_input(images_uint8: torch.Tensor, mean, std) -> torch.Tensor:
@@ -144,7 +174,7 @@ def build_training_model(config: TrainConfig, clip: FrozenClip, data: PreparedDa
     prompts = prompt_config(config, len(clip.model.visual.transformer.resblocks),
                             text_block_count(clip.model))
     torch.manual_seed(config.seed)
-    return build_model(clip, class_embeddings, len(data.dataset.domains), prompts,
+    return build_model(clip, class_embeddings, len(data.domain_names), prompts,
                        data.dataset.classes)
 
 
@@ -180,6 +210,7 @@ def train(config: TrainConfig, run_dir, data: Optional[PreparedData] = None,
     clip = clip or load_clip(ClipSpec.from_args(config.clip, config.pretrained, config.model_config))
     data = data or prepare_data(config, clip.image_size)
     forget, memorize = resolve_domains(data.dataset, config.forget, config.memorize)
+    forget = forget + data.rendered_domains
     model = build_training_model(config, clip, data).to(device)
     prompts = model.encoder.config
     ddl_weights = config.ddl_weights_for(float(model.logit_scale))
@@ -187,23 +218,27 @@ def train(config: TrainConfig, run_dir, data: Optional[PreparedData] = None,
         log.info("DDL weights gamma %.3g, lambda %.3g (%s, logit scale %.1f)", *ddl_weights,
                  config.ddl_weights, float(model.logit_scale))
 
-    memorized_ids = data.dataset.domain_indices(memorize)
-    forgotten_ids = data.dataset.domain_indices(forget)
+    memorized_ids = [data.domain_names.index(d) for d in memorize]
+    forgotten_ids = [data.domain_names.index(d) for d in forget]
     used = np.isin(data.labels("train")[1], memorized_ids + forgotten_ids)
     train_images = torch.from_numpy(data.train_images[used])
     train_classes, train_domains = (torch.from_numpy(a[used]) for a in data.labels("train"))
     is_memorized = torch.from_numpy(np.isin(train_domains.numpy(), memorized_ids))
 
+    n_rendered = sum(s.domain_index >= len(data.dataset.domains) for s in data.train)
     payload = {
         "config": config.to_dict(),
         "clip": asdict(clip.spec),
         "image_size": clip.image_size, "mean": list(clip.mean), "std": list(clip.std),
-        "class_names": data.dataset.classes, "domain_names": data.dataset.domains,
+        "class_names": data.dataset.classes, "domain_names": data.domain_names,
         "memorized_domains": memorize, "forgotten_domains": forget,
         "prompt_config": asdict(prompts),
         "ddl_weights_applied": {"gamma": ddl_weights[0], "lambda": ddl_weights[1]},
         "class_embeddings": model.class_embeddings.cpu(),  # zero-shot CLIP's, fixed
-        "train_files": [s.path for s in data.train], "test_files": [s.path for s in data.test],
+        # the dataset's own files only: rendered copies are re-made from them (training.rendered)
+        "train_files": [s.path for s in data.train[:len(data.train) - n_rendered]],
+        "rendered_domains": list(data.rendered_domains),
+        "test_files": [s.path for s in data.test],
         "calibration_files": [s.path for s in data.calibration],
         "history": [], "epoch": 0, "complete": False, "metrics": None,
     }

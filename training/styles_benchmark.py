@@ -1,0 +1,289 @@
+"""`adu benchmark styles`: is an illustration suppressed when its style was never trained on?
+
+Held-out units are the illustration families of `stylize.py` (memorised-domain test photos
+re-drawn) and, optionally, the dataset's own forgotten domains. For each unit and method one
+run trains without it (`--rendered` with every other family; a held-out dataset domain is
+left out of training altogether), the thresholds are chosen on calibration images that never
+show it, and the held-out test images are scored. A reference run trains with no rendered
+data at all, so every family is unseen by it.
+
+Two decision rules are scored on the same model (adu_perception.runtime.decision):
+- `domain`: the forgotten-domain and confidence thresholds (open set off);
+- `open-set`: plus the one-class rule (kNN similarity to the memorised-domain bank).
+Rates: suppressed = share of the held-out images not reported; kept = share of the
+correctly classified memorised-domain test photos still reported. The operating-point view
+fixes the false suppression of those photos at 5 % for one score (the domain head's summed
+forgotten probability, or 1 - kNN similarity) and reports the held-out suppression there.
+"""
+import copy
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .clip_loader import ClipSpec, load_clip
+from .config import TrainConfig
+from .data import load_images, resolve_domains
+from .evaluate import predict
+from .rendered import CALIBRATION_SEED_OFFSET, render_copies, resolve_families
+from .trainer import PreparedData, add_rendered_training_data, prepare_data, train
+
+log = logging.getLogger(__name__)
+
+FALSE_SUPPRESSION_GRID = np.round(np.arange(0.0, 0.301, 0.01), 2)  # the curve's x axis
+OPERATING_POINT = 0.05
+REFERENCE = "none (no rendered training)"
+
+
+def held_out_units(families: Sequence[str], domains: Sequence[str]) -> List[dict]:
+    return ([{"kind": "family", "name": f} for f in families]
+            + [{"kind": "domain", "name": d} for d in domains])
+
+
+def training_config(base: TrainConfig, method: str, unit: Optional[dict], families: Sequence[str],
+                    forget: Sequence[str], seed: int) -> TrainConfig:
+    """The run that never sees `unit` (None: the reference run, no rendered data)."""
+    values = {**base.to_dict(), "method": method, "seed": seed, "forget": list(forget)}
+    if unit is None:
+        values.update(rendered="off", rendered_families=[])
+    else:
+        rendered = base.rendered if base.rendered != "off" else "pooled"
+        kept = [f for f in families if not (unit["kind"] == "family" and unit["name"] == f)]
+        values.update(rendered=rendered, rendered_families=kept)
+        if unit["kind"] == "domain":
+            values["forget"] = [d for d in forget if d != unit["name"]]
+    return TrainConfig(**values)
+
+
+def operating_point(real_scores: np.ndarray, unit_scores: np.ndarray,
+                    false_suppression: float) -> float:
+    """Share of unit items suppressed when the threshold on an illustration score (higher =
+    more illustrated) lets `false_suppression` of the real items be suppressed."""
+    threshold = np.quantile(real_scores, 1.0 - false_suppression) if false_suppression > 0 \
+        else np.max(real_scores)
+    return float((unit_scores > threshold).mean())
+
+
+def score_rules(model_outputs: Dict[str, dict], classes_real: np.ndarray, thresholds: Dict[str, dict],
+                forgotten_mask: np.ndarray, bank: np.ndarray, k: int) -> Dict[str, dict]:
+    """Rates of each rule on the correct real test photos and the held-out images."""
+    from adu_perception.runtime.decision import decide
+    from adu_perception.runtime.open_set import real_similarity
+
+    real, unit = model_outputs["real"], model_outputs["unit"]
+    correct = real["probs"].argmax(1) == classes_real
+    similarity = {name: real_similarity(out["embeddings"], bank, k) for name, out in model_outputs.items()}
+    result = {}
+    for rule, chosen in thresholds.items():
+        open_set = rule == "open-set"
+
+        def suppressed(name):
+            out = model_outputs[name]
+            return ~decide(out["probs"], out["domain_probs"], forgotten_mask, chosen["confidence"],
+                           chosen["forgotten_domain"],
+                           real_similarity=similarity[name] if open_set else None,
+                           min_real_similarity=chosen.get("min_real_similarity") if open_set else None).reported
+
+        result[rule] = {"kept": float(1 - suppressed("real")[correct].mean()),
+                        "suppressed": float(suppressed("unit").mean()),
+                        "thresholds": {k_: v for k_, v in chosen.items()
+                                       if k_ in ("confidence", "forgotten_domain", "min_real_similarity")}}
+    scores = {"domain_head": lambda out, _: out["domain_probs"][:, forgotten_mask].sum(1),
+              "knn": lambda _, name: 1.0 - similarity[name]}
+    for name, score in scores.items():
+        real_scores, unit_scores = score(real, "real")[correct], score(unit, "unit")
+        result[f"curve_{name}"] = [operating_point(real_scores, unit_scores, fs)
+                                   for fs in FALSE_SUPPRESSION_GRID]
+        result[f"at5_{name}"] = operating_point(real_scores, unit_scores, OPERATING_POINT)
+    return result
+
+
+def run_styles_benchmark(base: TrainConfig, methods: Sequence[str], families: Sequence[str],
+                         held_out_families: Sequence[str], held_out_domains: Sequence[str],
+                         seeds: Sequence[int], work_dir, reference: bool = True, knn_k: int = 5) -> Dict:
+    """`families`: the rendered pool (empty: all); each of `held_out_families` (a subset) and
+    `held_out_domains` is left out in turn."""
+    from adu_perception.export.thresholds import choose_thresholds
+
+    from .stylize import render_batch
+
+    families = resolve_families(families)
+    held_out_families = [f for f in families if f in held_out_families]
+    clip = load_clip(ClipSpec.from_args(base.clip, base.pretrained, base.model_config))
+    started = time.time()
+    rows: List[dict] = []
+    for seed in seeds:
+        real = prepare_data(TrainConfig(**{**base.to_dict(), "seed": seed, "rendered": "off"}),
+                            clip.image_size)
+        forget, memorize = resolve_domains(real.dataset, base.forget, base.memorize)
+        unknown = [d for d in held_out_domains if d not in forget]
+        if unknown:
+            raise ValueError(f"held-out domain(s) {', '.join(unknown)} are not forgotten domains "
+                             f"({', '.join(forget)})")
+        memorized_ids = real.dataset.domain_indices(memorize)
+        test_classes, test_domains = real.labels("test")
+        calibration, cal_samples, _ = load_images(real.dataset.root, real.calibration, clip.image_size,
+                                                  base.workers, "load calibration images")
+        cal_classes = np.array([s.class_index for s in cal_samples])
+        cal_domains = np.array([s.domain_index for s in cal_samples])
+        photos = np.isin(test_domains, memorized_ids)
+        rendered_test = {f: render_batch(real.test_images[photos], f, seed) for f in families}
+        units = ([None] if reference else []) + held_out_units(held_out_families, held_out_domains)
+        for unit in units:
+            for method in methods:
+                config = training_config(base, method, unit, families, forget, seed)
+                label = "reference" if unit is None else f"{unit['kind']}-{unit['name']}"
+                run_dir = Path(work_dir) / f"seed{seed}" / f"{method}-without-{label}"
+                data = copy.copy(real)  # the decoded real images are shared, never modified
+                if config.rendered != "off":
+                    add_rendered_training_data(data, config)
+                trained = train(config, run_dir, data=data, clip=clip, progress=False)
+                model = trained["model"]
+                row = _score_run(model, clip, data, config, unit, families, rendered_test,
+                                 (calibration, cal_classes, cal_domains), memorize, knn_k,
+                                 choose_thresholds)
+                row.update(seed=seed, method=method, held_out=REFERENCE if unit is None else unit["name"],
+                           kind="reference" if unit is None else unit["kind"],
+                           train_seconds=trained["payload"].get("train_seconds"))
+                rows.append(row)
+                _log_row(row)
+    return {"rows": rows, "setup": {**{k: v for k, v in base.to_dict().items()
+                                       if k not in ("method", "seed", "rendered_families")},
+                                    "families": list(families), "held_out_families": held_out_families,
+                                    "held_out_domains": list(held_out_domains),
+                                    "seeds": list(seeds), "methods": list(methods), "knn_k": knn_k,
+                                    "keep_target": 0.95, "operating_point": OPERATING_POINT,
+                                    "false_suppression_grid": FALSE_SUPPRESSION_GRID.tolist(),
+                                    "seconds": round(time.time() - started, 1)}}
+
+
+def _score_run(model, clip, data: PreparedData, config: TrainConfig, unit, families, rendered_test,
+               calibration, memorize, knn_k, choose_thresholds) -> dict:
+    """Thresholds on calibration images that never show the unit; rates on the unit."""
+    names = data.domain_names
+    forget = [d for d in config.forget] + data.rendered_domains
+    memorized_ids = [names.index(d) for d in memorize]
+    forgotten_ids = [names.index(d) for d in forget]
+    forgotten_mask = np.isin(np.arange(len(names)), forgotten_ids)
+    cal_images, cal_classes, cal_domains = calibration
+    seen = np.isin(cal_domains, memorized_ids + forgotten_ids)  # a held-out domain stays unseen
+    cal_images, cal_classes, cal_domains = cal_images[seen], cal_classes[seen], cal_domains[seen]
+    if config.rendered != "off":  # rendered copies of the calibration photos, training families only
+        copies = render_copies(cal_images, cal_classes, cal_domains, memorized_ids, config.rendered,
+                               resolve_families(config.rendered_families), len(data.dataset.domains),
+                               config.seed + CALIBRATION_SEED_OFFSET)
+        cal_images = np.concatenate([cal_images, copies[0]])
+        cal_classes, cal_domains = np.concatenate([cal_classes, copies[1]]), np.concatenate([cal_domains, copies[2]])
+    test_classes, test_domains = data.labels("test")
+    photos = np.isin(test_domains, memorized_ids)
+    unit_images = (data.test_images[test_domains == names.index(unit["name"])]
+                   if unit is not None and unit["kind"] == "domain" else None)
+    mean, std = clip.mean, clip.std
+    train_classes, train_domains = data.labels("train")
+    bank_images = _resize(data.train_images[np.isin(train_domains, memorized_ids)], clip.image_size)
+    bank = predict(model, np.concatenate([bank_images, bank_images[:, :, ::-1]]), mean, std)["embeddings"]
+    cal = predict(model, cal_images, mean, std)
+    real = predict(model, data.test_images[photos], mean, std)
+    from adu_perception.runtime.open_set import real_similarity
+
+    cal_similarity = real_similarity(cal["embeddings"], bank, knn_k)
+    thresholds = {"domain": choose_thresholds(cal["probs"], cal["domain_probs"], cal_classes, cal_domains,
+                                              memorized_ids, forgotten_ids),
+                  "open-set": choose_thresholds(cal["probs"], cal["domain_probs"], cal_classes, cal_domains,
+                                                memorized_ids, forgotten_ids, real_similarity=cal_similarity)}
+    units = {unit["name"]: unit_images} if unit_images is not None else \
+        {f: rendered_test[f] for f in families if unit is None or unit["name"] == f}
+    per_unit = {}
+    for name, images in units.items():
+        outputs = {"real": real, "unit": predict(model, images, mean, std)}
+        per_unit[name] = score_rules(outputs, test_classes[photos], thresholds, forgotten_mask, bank, knn_k)
+    return {"per_unit": per_unit, "mem_accuracy": float((real["probs"].argmax(1) == test_classes[photos]).mean())}
+
+
+def _resize(images: np.ndarray, size: int) -> np.ndarray:
+    """Training images are stored AUGMENT_MARGIN larger: center crop back to the test size."""
+    offset = (images.shape[1] - size) // 2
+    return np.ascontiguousarray(images[:, offset:offset + size, offset:offset + size])
+
+
+def _log_row(row: dict) -> None:
+    for name, rates in row["per_unit"].items():
+        log.info("seed %d %-9s held out %-32s %-18s open-set: suppressed %5.1f%% kept %5.1f%% | "
+                 "domain: %5.1f%% / %5.1f%% | @5%%: head %5.1f%% knn %5.1f%%", row["seed"], row["method"],
+                 row["held_out"], name, 100 * rates["open-set"]["suppressed"], 100 * rates["open-set"]["kept"],
+                 100 * rates["domain"]["suppressed"], 100 * rates["domain"]["kept"],
+                 100 * rates["at5_domain_head"], 100 * rates["at5_knn"])
+
+
+def summary_table(report: Dict) -> str:
+    """One row per held-out family/domain (mean over seeds), methods side by side."""
+    methods = report["setup"]["methods"]
+    cells: Dict[tuple, Dict[str, List[float]]] = {}
+    for row in report["rows"]:
+        setting = "reference" if row["kind"] == "reference" else "left out"
+        for name, rates in row["per_unit"].items():
+            entry = cells.setdefault((setting, name, row["method"]), {})
+            for key, value in (("sup", rates["open-set"]["suppressed"]), ("kept", rates["open-set"]["kept"]),
+                               ("dsup", rates["domain"]["suppressed"]), ("dkept", rates["domain"]["kept"]),
+                               ("head5", rates["at5_domain_head"]), ("knn5", rates["at5_knn"])):
+                entry.setdefault(key, []).append(100 * value)
+    header = ("| trained without | held-out images | " + " | ".join(
+        f"{m}: open-set sup / kept | {m}: domain rule sup / kept | {m}: @5% head / kNN" for m in methods) + " |")
+    lines = [header, "|---" * (2 + 3 * len(methods)) + "|"]
+    keys = sorted({(s, n) for s, n, _ in cells}, key=lambda x: (x[0] != "reference", x[1]))
+    for setting in ("reference", "left out"):
+        chosen = [k for k in keys if k[0] == setting]
+        for key in chosen + ([(setting, "mean")] if len(chosen) > 1 else []):
+            row = [("every family (reference)" if setting == "reference" else "that one"), key[1]]
+            for method in methods:
+                if key[1] == "mean":
+                    values = {m: np.mean([np.mean(cells[(setting, n, method)][m]) for _, n in chosen
+                                          if (setting, n, method) in cells])
+                              for m in ("sup", "kept", "dsup", "dkept", "head5", "knn5")}
+                else:
+                    entry = cells.get((key[0], key[1], method))
+                    if entry is None:
+                        row += ["", "", ""]
+                        continue
+                    values = {m: np.mean(v) for m, v in entry.items()}
+                row += [f"{values['sup']:.1f} / {values['kept']:.1f}", f"{values['dsup']:.1f} / {values['dkept']:.1f}",
+                        f"{values['head5']:.1f} / {values['knn5']:.1f}"]
+            lines.append("| " + " | ".join(row) + " |")
+    seeds = ", ".join(map(str, report["setup"]["seeds"]))
+    return "\n".join(lines) + (f"\n\nSeeds {seeds}; % of held-out images suppressed / % of correctly "
+                               f"classified real test photos still reported (thresholds chosen on "
+                               f"calibration images to keep 95 %). @5%: held-out suppression when "
+                               f"5 % of those photos are suppressed, by one score.")
+
+
+def write_report(report: Dict, out) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    out.with_suffix(".md").write_text(summary_table(report) + "\n")
+    _plot_curves(report, out.with_suffix(".png"))
+    return out
+
+
+def _plot_curves(report: Dict, path: Path) -> None:
+    from .plots import plt
+
+    grid = 100 * np.array(report["setup"]["false_suppression_grid"])
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for method in report["setup"]["methods"]:
+        for score, style in (("domain_head", "--"), ("knn", "-")):
+            curves = [rates[f"curve_{score}"] for row in report["rows"] if row["method"] == method
+                      and row["kind"] != "reference" for rates in row["per_unit"].values()]
+            if curves:
+                ax.plot(grid, 100 * np.mean(curves, 0), style, label=f"{method}: {score} (held out, mean)")
+    ax.axvline(100 * OPERATING_POINT, color="#999", lw=0.8)
+    ax.set_xlabel("correct real photos suppressed (%)")
+    ax.set_ylabel("held-out illustrations suppressed (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
