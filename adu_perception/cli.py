@@ -15,6 +15,7 @@ from adu_perception import __version__
 # Stage modules that contribute subcommands, in the order they appear in `adu --help`.
 COMMAND_MODULES = (
     "adu_perception.training.commands",
+    "adu_perception.training.stylize_commands",
     "adu_perception.export.commands",
     "adu_perception.ros_node.commands",
     "adu_perception.demo.commands",
