@@ -15,7 +15,8 @@ def export_command(args) -> int:
 
     try:
         bundle = export_bundle(args.run, args.out, opset=args.opset, parity_images=args.parity_images,
-                               data_root=args.data, overwrite=args.force)
+                               data_root=args.data, overwrite=args.force,
+                               open_set=args.open_set == "on")
     except (ExportError, CheckpointError) as error:
         raise CommandError(str(error)) from None
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -27,6 +28,13 @@ def export_command(args) -> int:
           f"{thresholds['forgotten_domain']:.2f} -> memorized correct kept "
           f"{thresholds['memorized_correct_kept']:.1%} of {thresholds['n_memorized_correct']}, "
           f"forgotten suppressed {thresholds['forgotten_suppressed']:.1%} of {thresholds['n_forgotten']}")
+    open_set = manifest.get("open_set")
+    if open_set:
+        print(f"open set: {open_set['score']}, k {open_set['k']}, {open_set['n_bank']} bank rows; "
+              f"min_real_similarity {thresholds['min_real_similarity']:.4f} (test: "
+              f"{thresholds['n_forgotten_suppressed_unfamiliar']} forgotten suppressed as unfamiliar)")
+    else:
+        print("open set: off (no memory bank; the 'unfamiliar' rule is off)")
     return 0
 
 
@@ -82,6 +90,10 @@ def register(subparsers) -> None:
                         "ONNX Runtime vs PyTorch check (default: %(default)s)")
     export.add_argument("--data", help="dataset root if it moved since training")
     export.add_argument("--force", action="store_true", help="replace an existing bundle at --out")
+    export.add_argument("--open-set", choices=("on", "off"), default="on",
+                        help="on: store a memory bank of the memorised domains' training images "
+                        "and suppress items unlike all of them as 'unfamiliar'; off: no bank, "
+                        "that rule off (default: %(default)s)")
     export.set_defaults(func=export_command)
 
     engine = subparsers.add_parser(

@@ -6,6 +6,8 @@ the text tower is never part of the graph: learned text prompts are run once and
 text features folded in. Export is checked against the PyTorch model on the run's own test
 images and refused (no bundle written) when ONNX Runtime disagrees. Decision thresholds are
 chosen on the run's calibration images and their rates reported on its test images.
+The open-set memory bank (memory_bank.npy) holds the graph's embeddings of the run's training
+images of the memorised domains, each also horizontally flipped.
 """
 import contextlib
 import datetime
@@ -31,7 +33,10 @@ OUTPUT_NAMES = ("probs", "logits", "domain_probs", "embeddings")
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
 BUNDLE_FORMAT = "adu-bundle"
-BUNDLE_FORMAT_VERSION = 1
+BUNDLE_FORMAT_VERSION = 2
+BANK_FILE = "memory_bank.npy"
+OPEN_SET_SCORE = "knn_cosine"
+OPEN_SET_K = 5
 MIN_OPSET = 17
 # fp32 parity gate between ONNX Runtime (CPU) and PyTorch on real images.
 PARITY_TOLERANCE = 1e-4
@@ -244,8 +249,8 @@ def versions() -> dict:
 
 
 def build_manifest(payload: dict, checkpoint, opset: int, model_sha256: str, thresholds: dict,
-                   parity: dict) -> dict:
-    """manifest.json exactly as docs/bundle.md lays it out."""
+                   parity: dict, open_set: Optional[dict] = None) -> dict:
+    """manifest.json exactly as docs/bundle.md lays it out (open_set None: no bank)."""
     return {
         "format": BUNDLE_FORMAT,
         "format_version": BUNDLE_FORMAT_VERSION,
@@ -267,6 +272,7 @@ def build_manifest(payload: dict, checkpoint, opset: int, model_sha256: str, thr
         "domain_names": list(payload["domain_names"]),
         "memorized_domains": list(payload["memorized_domains"]),
         "forgotten_domains": list(payload["forgotten_domains"]),
+        "open_set": open_set,
         "thresholds": thresholds,
         "parity": parity,
         "source": {
@@ -298,12 +304,16 @@ def _publish(staging: Path, out_dir: Path, overwrite: bool) -> None:
 
 def export_bundle(run_dir, out_dir, opset: int = MIN_OPSET, parity_images: int = 64,
                   data_root=None, tolerance: float = PARITY_TOLERANCE, keep: float = 0.95,
-                  overwrite: bool = False, progress: bool = True) -> Path:
+                  overwrite: bool = False, progress: bool = True, open_set: bool = True,
+                  open_set_k: int = OPEN_SET_K) -> Path:
     """Export a finished run to a bundle folder; returns its path.
 
     Parity is checked on `parity_images` test images (half memorized, half forgotten
     domains). Thresholds are chosen on the run's calibration images (neither trained on nor
     tested) through the graph, and the manifest reports their rates on the test images.
+    open_set: write the memory bank (training images of the memorised domains and their
+    flips, through the graph) and choose min_real_similarity too; False writes a format-2
+    bundle without a bank (the "unfamiliar" rule off), for comparison.
     Nothing is left at `out_dir` unless every check passed.
     """
     from adu_perception.training.checkpoint import checkpoint_path, load_checkpoint, model_from_checkpoint
@@ -323,13 +333,19 @@ def export_bundle(run_dir, out_dir, opset: int = MIN_OPSET, parity_images: int =
     memorized_ids = [domain_names.index(d) for d in payload["memorized_domains"]]
     forgotten_ids = [domain_names.index(d) for d in payload["forgotten_domains"]]
 
+    if isinstance(open_set_k, bool) or int(open_set_k) != open_set_k or open_set_k < 1:
+        raise ExportError(f"open-set k must be an integer >= 1, got {open_set_k!r}")
     test = load_split(payload, "test", data_root)
     calibration = load_split(payload, "calibration", data_root)
+    train = load_split(payload, "train", data_root) if open_set else None
     if len(test[0]) == 0:
         raise ExportError(f"run {run_dir} has no readable test images to check the export on")
     if len(calibration[0]) == 0:
         raise ExportError(f"run {run_dir} has no readable calibration images to choose the "
                           f"thresholds on (train it with --calibration-shots >= 1)")
+    if open_set and not np.isin(train[2], memorized_ids).any():
+        raise ExportError(f"run {run_dir} has no readable training images of the memorised "
+                          f"domains for the open-set memory bank (or export with --open-set off)")
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
@@ -350,9 +366,18 @@ def export_bundle(run_dir, out_dir, opset: int = MIN_OPSET, parity_images: int =
         log.info("parity: max |dprobs| %.2e, top-1 agreement %.1f%%", parity["max_abs_diff_probs"],
                  100 * parity["top1_agreement"])
 
+        bank_section = bank = None
+        if open_set:
+            bank, bank_from = memory_bank(session, train, memorized_ids, domain_names, progress)
+            np.save(staging / BANK_FILE, bank)
+            bank_section = {"score": OPEN_SET_SCORE, "k": int(open_set_k), "bank_file": BANK_FILE,
+                            "bank_sha256": sha256_file(staging / BANK_FILE),
+                            "n_bank": int(len(bank)), "bank_from": bank_from}
+            log.info("open-set memory bank: %s", bank_from)
         thresholds = calibrated_thresholds(session, calibration, test, memorized_ids,
-                                           forgotten_ids, keep, progress)
-        manifest = build_manifest(payload, checkpoint, opset, sha256_file(onnx_path), thresholds, parity)
+                                           forgotten_ids, keep, progress, bank, int(open_set_k))
+        manifest = build_manifest(payload, checkpoint, opset, sha256_file(onnx_path), thresholds,
+                                  parity, bank_section)
         (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
         _publish(staging, out_dir, overwrite)
     except BaseException:
@@ -362,29 +387,55 @@ def export_bundle(run_dir, out_dir, opset: int = MIN_OPSET, parity_images: int =
     return out_dir
 
 
+def memory_bank(session, train, memorized_ids, domain_names, progress: bool = False):
+    """float16 [2 M, E]: the graph's embeddings of the M training images of the memorised
+    domains, then of the same images flipped left-right; and the manifest's bank_from text."""
+    keep = np.isin(train[2], memorized_ids)
+    images = train[0][keep]
+    flipped = np.ascontiguousarray(images[:, :, ::-1])  # NHWC: axis 2 is the width
+    embeddings = run_onnx(session, np.concatenate([images, flipped]),
+                          desc="open-set bank: graph on training images" if progress else None)
+    names = ", ".join(domain_names[i] for i in memorized_ids)
+    bank_from = (f"embeddings (ONNX Runtime, stored float16) of the run's {len(images)} training "
+                 f"images of the memorised domains ({names}), rows 0..{len(images) - 1}, then "
+                 f"of the same images flipped horizontally: {2 * len(images)} rows")
+    return embeddings["embeddings"].astype(np.float16), bank_from
+
+
 def calibrated_thresholds(session, calibration, test, memorized_ids, forgotten_ids,
-                          keep: float, progress: bool = False) -> dict:
+                          keep: float, progress: bool = False, bank: Optional[np.ndarray] = None,
+                          k: int = OPEN_SET_K) -> dict:
     """The manifest's `thresholds`: chosen on the calibration split's graph outputs, with the
-    rates (memorized correct kept, forgotten suppressed) of the test split."""
+    rates (memorized correct kept, forgotten suppressed) of the test split. With a memory bank
+    (never holding calibration or test images) min_real_similarity is chosen as well."""
+    from adu_perception.runtime.open_set import real_similarity
+
     from .thresholds import choose_thresholds, score_thresholds
 
     def outputs(split, name):
         return run_onnx(session, split[0], desc=f"thresholds: graph on {name} images" if progress else None)
 
+    def similarity(out):
+        # The float16 bank exactly as the runtime will load it.
+        return None if bank is None else real_similarity(out["embeddings"], bank, k)
+
     calibration_out, test_out = outputs(calibration, "calibration"), outputs(test, "test")
     chosen = choose_thresholds(calibration_out["probs"], calibration_out["domain_probs"],
-                               calibration[1], calibration[2], memorized_ids, forgotten_ids, keep=keep)
+                               calibration[1], calibration[2], memorized_ids, forgotten_ids,
+                               keep=keep, real_similarity=similarity(calibration_out))
     thresholds = score_thresholds(test_out["probs"], test_out["domain_probs"], test[1], test[2],
                                   memorized_ids, forgotten_ids, chosen["confidence"],
-                                  chosen["forgotten_domain"])
+                                  chosen["forgotten_domain"], similarity(test_out),
+                                  chosen["min_real_similarity"])
     thresholds.update(
         target_memorized_correct_kept=keep,
         chosen_on=f"{len(calibration[0])} calibration images of the run (ONNX Runtime outputs); "
                   f"rates on its {len(test[0])} test images",
-        calibration={k: chosen[k] for k in ("memorized_correct_kept", "forgotten_suppressed",
-                                            "n_memorized_correct", "n_forgotten")})
-    log.info("thresholds: confidence %.2f, forgotten_domain %.2f (test: memorized correct kept "
-             "%.1f%%, forgotten suppressed %.1f%%)", thresholds["confidence"],
-             thresholds["forgotten_domain"], 100 * thresholds["memorized_correct_kept"],
-             100 * thresholds["forgotten_suppressed"])
+        calibration={key: chosen[key] for key in (
+            "memorized_correct_kept", "forgotten_suppressed", "n_memorized_correct", "n_forgotten",
+            "n_forgotten_suppressed_unfamiliar")})
+    log.info("thresholds: confidence %.2f, forgotten_domain %.2f, min_real_similarity %s (test: "
+             "memorized correct kept %.1f%%, forgotten suppressed %.1f%%)", thresholds["confidence"],
+             thresholds["forgotten_domain"], thresholds["min_real_similarity"],
+             100 * thresholds["memorized_correct_kept"], 100 * thresholds["forgotten_suppressed"])
     return thresholds

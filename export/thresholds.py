@@ -2,72 +2,130 @@
 
 The rule itself lives in one place, `adu_perception.runtime.decision.decide` (docs/bundle.md):
 suppress if sum(domain_probs[forgotten]) >= forgotten_domain, else suppress if
-max(probs) < confidence. Here we only pick the two numbers, by grid search through that
-very function: keep at least `keep` (95%) of the correct memorized-domain predictions
-reported and, among the pairs that do, suppress as many forgotten-domain predictions as
-possible.
+real_similarity < min_real_similarity (open-set bank only), else suppress if
+max(probs) < confidence. Here we only pick the numbers, by a grid search: keep at least
+`keep` (95%) of the correct memorized-domain predictions reported and, among the
+combinations that do, suppress as many forgotten-domain predictions as possible.
 """
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
 RULE = ("suppress if sum(domain_probs[forgotten]) >= forgotten_domain, "
+        "else suppress if real_similarity < min_real_similarity (kNN cosine to the memorised-"
+        "domain bank; only with an open_set bank), "
         "else suppress if max(probs) < confidence")
 CONFIDENCE_GRID = np.round(np.arange(0.0, 1.0, 0.01), 2)           # 0.00 (off) .. 0.99
 FORGOTTEN_DOMAIN_GRID = np.round(np.arange(0.05, 1.001, 0.01), 2)  # 0.05 .. 1.00
+# min_real_similarity candidates: these quantiles of the correct memorized items' scores
+# (0 %: every one of them passes), and "off".
+REAL_SIMILARITY_QUANTILES = np.arange(0.0, 0.101, 0.01)
+REAL_SIMILARITY_OFF = -1.0  # cosine never falls below -1: the rule never fires
+
+
+def real_similarity_grid(real_similarity, correct) -> np.ndarray:
+    """Candidate min_real_similarity values: "off" plus the 0, 1, ..., 10 % quantiles of the
+    correct memorized items' real_similarity, rounded down to 1e-4 (a tidy manifest value that
+    keeps at least the quantile's items)."""
+    values = np.asarray(real_similarity, dtype=np.float64)[correct]
+    quantiles = np.floor(np.quantile(values, REAL_SIMILARITY_QUANTILES) * 1e4) / 1e4
+    return np.unique(np.concatenate([[REAL_SIMILARITY_OFF], np.clip(quantiles, -1.0, 1.0)]))
 
 
 def choose_thresholds(probs: np.ndarray, domain_probs: np.ndarray, classes: np.ndarray,
                       domains: np.ndarray, memorized_ids: Sequence[int],
                       forgotten_ids: Sequence[int], keep: float = 0.95,
                       confidence_grid=CONFIDENCE_GRID,
-                      forgotten_domain_grid=FORGOTTEN_DOMAIN_GRID) -> dict:
-    """The `thresholds` section of a manifest, chosen on these outputs.
+                      forgotten_domain_grid=FORGOTTEN_DOMAIN_GRID,
+                      real_similarity=None, real_similarity_grid_values=None) -> dict:
+    """The `thresholds` section of a manifest, chosen on these outputs. With real_similarity
+    [N] (the open-set score of these items) min_real_similarity is searched too, over
+    `real_similarity_grid` unless grid values are given.
 
-    Ties on forgotten suppression go to the pair keeping more correct memorized predictions,
-    then to the lower thresholds (suppress no more than needed).
+    Ties on forgotten suppression go to the combination keeping more correct memorized
+    predictions, then to the lower thresholds (suppress no more than needed): lower
+    forgotten_domain first, then confidence, then min_real_similarity.
     """
     memorized, forgotten, correct = _groups(probs, classes, domains, memorized_ids, forgotten_ids)
     if not correct.any() or not forgotten.any():
         raise ValueError(f"cannot choose thresholds: {int(correct.sum())} correct "
                          f"memorized-domain and {int(forgotten.sum())} forgotten-domain "
                          f"predictions in the held-out images")
-    best = None
-    for forgotten_domain in forgotten_domain_grid:
-        for confidence in confidence_grid:
-            suppressed = _suppressed(probs, domain_probs, forgotten_ids, confidence, forgotten_domain)
-            kept = 1.0 - suppressed[correct].mean()
-            if kept < keep:
-                break  # a higher confidence threshold only suppresses more
-            # Negated thresholds: on ties the lower ones win.
-            score = (suppressed[forgotten].mean(), kept, -forgotten_domain, -confidence)
-            if best is None or score > best[0]:
-                best = (score, float(confidence), float(forgotten_domain))
-    if best is None:
+    # The per-item values come from the rule itself (one decide call, nothing suppressed
+    # there matters); the grid then only compares them, all combinations at once.
+    mask = _mask(domain_probs, forgotten_ids)
+    values = _decide(probs, domain_probs, mask, 0.0, 1.0, real_similarity, None)
+    fd_grid = np.asarray(forgotten_domain_grid, dtype=np.float64)
+    conf_grid = np.asarray(confidence_grid, dtype=np.float64)
+    if real_similarity is None:
+        rs_grid = np.array([np.nan])  # placeholder: the rule is off
+    elif real_similarity_grid_values is None:
+        rs_grid = real_similarity_grid(values.real_similarity, correct)
+    else:
+        rs_grid = np.asarray(real_similarity_grid_values, dtype=np.float64)
+
+    def passing(items):
+        """[F, C, R] counts of `items` that no rule suppresses (reported), per combination."""
+        not_forgotten = (values.p_forgotten[items][None, :] < fd_grid[:, None]) | ~mask.any()
+        confident = values.score[items][None, :] >= conf_grid[:, None]       # [C, n]
+        if real_similarity is None:
+            familiar = np.ones((1, int(items.sum())), bool)
+        else:
+            familiar = ~(values.real_similarity[items][None, :] < rs_grid[:, None])  # [R, n]
+        left = (not_forgotten[:, None, :] & familiar[None, :, :]).reshape(-1, familiar.shape[1])
+        counts = left.astype(np.float32) @ confident.T.astype(np.float32)  # exact below 2**24
+        return np.rint(counts).astype(np.int64).reshape(len(fd_grid), len(rs_grid),
+                                                        len(conf_grid)).transpose(0, 2, 1)
+
+    n_correct, n_forgotten = int(correct.sum()), int(forgotten.sum())
+    kept = passing(correct)                       # [F, C, R]
+    suppressed = n_forgotten - passing(forgotten)
+    valid = kept / n_correct >= keep
+    if not valid.any():
         raise ValueError(f"no thresholds keep {keep:.0%} of the correct memorized predictions")
+    f, c, r = np.meshgrid(np.arange(len(fd_grid)), np.arange(len(conf_grid)),
+                          np.arange(len(rs_grid)), indexing="ij")
+    # lexsort: the last key is the primary one; grids ascend, so index order = value order.
+    order = np.lexsort((-r[valid], -c[valid], -f[valid], kept[valid], suppressed[valid]))
+    best = order[-1]
+    confidence = float(conf_grid[c[valid][best]])
+    forgotten_domain = float(fd_grid[f[valid][best]])
+    min_real_similarity = None if real_similarity is None else float(rs_grid[r[valid][best]])
     result = score_thresholds(probs, domain_probs, classes, domains, memorized_ids, forgotten_ids,
-                              best[1], best[2])
+                              confidence, forgotten_domain, real_similarity, min_real_similarity)
+    # The search must agree with decide() itself (one rule, one place).
+    if (result["n_memorized_correct_kept"], result["n_forgotten_suppressed"]) != (
+            int(kept[valid][best]), int(suppressed[valid][best])):
+        raise RuntimeError("threshold search disagrees with runtime.decision.decide")
     result["target_memorized_correct_kept"] = keep
     return result
 
 
 def score_thresholds(probs, domain_probs, classes, domains, memorized_ids, forgotten_ids,
-                     confidence: float, forgotten_domain: float) -> dict:
-    """Rates and counts of one threshold pair (the manifest's `thresholds` section)."""
+                     confidence: float, forgotten_domain: float, real_similarity=None,
+                     min_real_similarity: Optional[float] = None) -> dict:
+    """Rates and counts of one threshold set (the manifest's `thresholds` section);
+    min_real_similarity is None when the open-set rule is off."""
     memorized, forgotten, correct = _groups(probs, classes, domains, memorized_ids, forgotten_ids)
-    suppressed = _suppressed(probs, domain_probs, forgotten_ids, confidence, forgotten_domain)
+    decisions = _decide(probs, domain_probs, _mask(domain_probs, forgotten_ids), confidence,
+                        forgotten_domain, real_similarity, min_real_similarity)
+    suppressed = ~decisions.reported
     n_correct, n_forgotten = int(correct.sum()), int(forgotten.sum())
     n_kept = int((correct & ~suppressed).sum())
     n_suppressed = int((forgotten & suppressed).sum())
+    from adu_perception.runtime.decision import UNFAMILIAR
+
     return {
         "confidence": confidence,
         "forgotten_domain": forgotten_domain,
+        "min_real_similarity": min_real_similarity,
         "rule": RULE,
         "memorized_correct_kept": n_kept / n_correct if n_correct else 1.0,
         "forgotten_suppressed": n_suppressed / n_forgotten if n_forgotten else 0.0,
         "n_memorized": int(memorized.sum()), "n_forgotten": n_forgotten,
         "n_memorized_correct": n_correct, "n_memorized_correct_kept": n_kept,
         "n_forgotten_suppressed": n_suppressed,
+        "n_forgotten_suppressed_unfamiliar": int((forgotten & (decisions.reason == UNFAMILIAR)).sum()),
     }
 
 
@@ -77,9 +135,15 @@ def _groups(probs, classes, domains, memorized_ids, forgotten_ids):
     return memorized, forgotten, memorized & (np.asarray(probs).argmax(1) == classes)
 
 
-def _suppressed(probs, domain_probs, forgotten_ids, confidence, forgotten_domain) -> np.ndarray:
-    from adu_perception.runtime.decision import decide
-
+def _mask(domain_probs, forgotten_ids) -> np.ndarray:
     mask = np.zeros(np.shape(domain_probs)[1], bool)
     mask[list(forgotten_ids)] = True
-    return ~decide(probs, domain_probs, mask, confidence, forgotten_domain).reported
+    return mask
+
+
+def _decide(probs, domain_probs, mask, confidence, forgotten_domain, real_similarity,
+            min_real_similarity):
+    from adu_perception.runtime.decision import decide
+
+    return decide(probs, domain_probs, mask, confidence, forgotten_domain, real_similarity,
+                  min_real_similarity)

@@ -241,6 +241,13 @@ class ClassifierNode(Node):
         self.get_logger().info(f"bundle {self.bundle.path} ({len(self.bundle.class_names)} classes, "
                                f"forgets {', '.join(self.bundle.forgotten_domains) or 'nothing'}); "
                                f"backend {self.predictor.backend} ({self.predictor.detail})")
+        open_set = self.bundle.open_set
+        if open_set is None:
+            self.get_logger().info(f"note: {self.bundle.notes}")
+        else:
+            self.get_logger().info(f"open-set rule on: {open_set.score}, k {open_set.k} over "
+                                   f"{open_set.n_bank} memorised-domain embeddings; 'unfamiliar' "
+                                   f"below {self.bundle.min_real_similarity_threshold:.4f}")
 
     def _declare_threshold_parameters(self):
         defaults = {"confidence_threshold": self.bundle.confidence_threshold,
@@ -464,7 +471,8 @@ class ClassifierNode(Node):
             x, y, w, h = box.region
             return {"id": box.id, "reported": False, "suppressed": True, "reason": OUTSIDE_FRAME,
                     "label": None, "score": 0.0, "domain": None, "domain_score": 0.0,
-                    "p_forgotten": 0.0, "top_k": [], "region": [x, y, w, h]}
+                    "p_forgotten": 0.0, "real_similarity": None, "top_k": [],
+                    "region": [x, y, w, h]}
         return {"id": box.id, **decision.to_dict()}
 
     def _publish(self, msg, width, height, boxes, results, received: float):

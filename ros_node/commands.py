@@ -16,7 +16,8 @@ def replay_command(args) -> int:
                grid=parse_grid(args.grid), backend=args.backend, out=args.out,
                batch_size=args.batch_size, confidence=args.confidence,
                forgotten_domain=args.forgotten_threshold, top_k=args.top_k,
-               max_frames=args.max_frames, topics=args.topics, context_margin=args.context_margin)
+               max_frames=args.max_frames, topics=args.topics, context_margin=args.context_margin,
+               min_real_similarity=args.min_real_similarity)
     except BackendError as error:
         raise CommandError(str(error)) from None
     return 0
@@ -74,6 +75,9 @@ def register(subparsers) -> None:
                         help="confidence threshold (default: the bundle's)")
     replay.add_argument("--forgotten-threshold", type=float,
                         help="forgotten-domain threshold (default: the bundle's)")
+    replay.add_argument("--min-real-similarity", type=float,
+                        help="open-set threshold, in [-1, 1]: suppress as 'unfamiliar' below this "
+                        "real-likeness (default: the bundle's; needs a bundle with a memory bank)")
     replay.add_argument("--top-k", type=int, default=3,
                         help="classes listed per result (default: %(default)s)")
     replay.add_argument("--batch-size", type=int, default=16,

@@ -1,18 +1,25 @@
-"""runtime/bundle.py, decision.py, predictor.py: load and refuse bundles, the decision rule on
-hand-made arrays, real ONNX Runtime inference, backend selection and engine matching."""
+"""runtime/bundle.py, decision.py, predictor.py: load and refuse bundles (and their open-set
+memory bank), the decision rule on hand-made arrays, real ONNX Runtime inference, backend
+selection and engine matching."""
 import json
 import sys
 
 import numpy as np
 import pytest
 
-from adu_perception.runtime.bundle import BundleError, load_bundle
+from adu_perception.runtime.bundle import BundleError, load_bundle, sha256_file
 from adu_perception.runtime.decision import (FORGOTTEN_DOMAIN, LOW_CONFIDENCE, REPORTED, decide,
                                              describe)
 from adu_perception.runtime.images import preprocess
 from adu_perception.runtime.predictor import BackendError, Predictor, find_engine
 from ros_conftest_helpers import (color_bundle, copy_bundle, runtime_bundle,  # noqa: F401 (fixtures)
                                   solid, write_color_bundle)
+from test_open_set import GREEN, RED, TEAL, write_open_set_bundle
+
+
+@pytest.fixture(scope="module")
+def open_set_bundle(color_bundle, tmp_path_factory):
+    return write_open_set_bundle(color_bundle, tmp_path_factory.mktemp("open_set") / "bundle")
 
 
 def edit_manifest(folder, **changes):
@@ -248,3 +255,109 @@ def test_bundle_written_for_another_input_size_still_validates(tmp_path):
     bundle = load_bundle(write_color_bundle(tmp_path / "b48", input_size=48))
     assert bundle.input_size == 48
     assert Predictor(bundle).predict(np.zeros((1, 48, 48, 3), np.uint8))["probs"].shape == (1, 3)
+
+
+# -- open-set memory bank (format 2) ------------------------------------------------------------
+
+def test_open_set_bundle_loads_its_bank(open_set_bundle):
+    bundle = load_bundle(open_set_bundle)
+    assert bundle.open_set is not None and bundle.notes == ""
+    assert (bundle.open_set.score, bundle.open_set.k, bundle.open_set.n_bank) == ("knn_cosine", 2, 4)
+    assert bundle.open_set.bank.shape == (4, bundle.embedding_dim)
+    assert bundle.min_real_similarity_threshold == 0.99
+
+
+def test_unfamiliar_items_are_suppressed_end_to_end(open_set_bundle, color_bundle):
+    predictor = Predictor(open_set_bundle, backend="onnxruntime-cpu")
+    batch = preprocess([solid(GREEN), solid(TEAL), solid(RED)], 32)
+    green, teal, red = predictor.classify(batch)
+    assert (green.reported, green.label) == (True, "car") and green.real_similarity > 0.99
+    assert (teal.reported, teal.reason) == (False, "unfamiliar") and teal.real_similarity < 0.99
+    assert red.reason == "forgotten_domain" and red.real_similarity is not None
+    # The old rule alone reports the teal car: the open-set rule is what suppresses it.
+    old = Predictor(color_bundle, backend="onnxruntime-cpu").classify(batch)
+    assert (old[1].reported, old[1].label, old[1].real_similarity) == (True, "car", None)
+    # A threshold passed in overrides the bundle's, like the others.
+    assert predictor.classify(batch[1:2], min_real_similarity=-1.0)[0].reported
+    with pytest.raises(ValueError, match="no open-set memory bank"):
+        Predictor(color_bundle).classify(batch[:1], min_real_similarity=0.5)
+
+
+def save_bank(folder, bank, update_sha=True):
+    np.save(folder / "memory_bank.npy", bank)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    if update_sha:
+        manifest["open_set"]["bank_sha256"] = sha256_file(folder / "memory_bank.npy")
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def damage(folder, what):
+    """Break one thing of an open-set bundle (the sha256 kept right unless that is the point)."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    bank = np.load(folder / "memory_bank.npy")
+    if what == "sha":
+        save_bank(folder, bank[::-1], update_sha=False)
+    elif what == "missing":
+        (folder / "memory_bank.npy").unlink()
+    elif what == "shape":
+        save_bank(folder, bank[:, :-1])
+    elif what == "rows":
+        save_bank(folder, bank[:3])
+    elif what == "nan":
+        bank[1, 2] = np.nan
+        save_bank(folder, bank)
+    elif what == "not_npy":
+        (folder / "memory_bank.npy").write_bytes(b"not a numpy file")
+        edit_manifest(folder, open_set={**manifest["open_set"],
+                                        "bank_sha256": sha256_file(folder / "memory_bank.npy")})
+    elif what == "k":
+        edit_manifest(folder, open_set={**manifest["open_set"], "k": 0})
+    elif what == "score":
+        edit_manifest(folder, open_set={**manifest["open_set"], "score": "mahalanobis"})
+    elif what == "threshold":
+        edit_manifest(folder, thresholds={**manifest["thresholds"], "min_real_similarity": 1.5})
+    elif what == "no_threshold":
+        thresholds = dict(manifest["thresholds"])
+        del thresholds["min_real_similarity"]
+        edit_manifest(folder, thresholds=thresholds)
+    elif what == "threshold_without_bank":
+        edit_manifest(folder, open_set=None)
+    elif what == "version":
+        edit_manifest(folder, format_version=3)
+
+
+@pytest.mark.parametrize("what, problem", [
+    ("sha", r"sha256 mismatch: .*memory_bank\.npy.*memory bank edited"),
+    ("missing", r"memory bank missing: .*memory_bank\.npy"),
+    ("shape", r"memory bank .* has shape \(4, 7\).*\[4, 8\]"),
+    ("rows", r"memory bank .* has shape \(3, 8\).*\[4, 8\] \(open_set.n_bank"),
+    ("nan", r"memory bank .* holds non-finite values"),
+    ("not_npy", r"cannot read memory bank"),
+    ("k", r"open_set.k must be an integer >= 1, got 0"),
+    ("score", r"open_set.score 'mahalanobis' is unknown"),
+    ("threshold", r"thresholds.min_real_similarity must be a number in \[-1, 1\].*1.5"),
+    ("no_threshold", r"thresholds.min_real_similarity must be a number .* got None"),
+    ("threshold_without_bank", r"min_real_similarity is set but there is no open_set"),
+    ("version", r"format_version 3 is not supported by this runtime \(it reads 1, 2"),
+])
+def test_a_bad_memory_bank_or_open_set_section_is_refused(tmp_path, open_set_bundle, what, problem):
+    folder = copy_bundle(open_set_bundle, tmp_path / what)
+    damage(folder, what)
+    with pytest.raises(BundleError, match=problem):
+        load_bundle(folder)
+
+
+def test_a_format_1_bundle_loads_with_the_open_set_rule_off(tmp_path, runtime_bundle):
+    folder = copy_bundle(runtime_bundle, tmp_path / "format1")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["format_version"] = 1
+    manifest.pop("open_set", None)
+    manifest["thresholds"].pop("min_real_similarity", None)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    (folder / "memory_bank.npy").unlink(missing_ok=True)
+    bundle = load_bundle(folder)
+    assert bundle.open_set is None and bundle.min_real_similarity_threshold is None
+    assert "format_version 1" in bundle.notes and "'unfamiliar' rule is off" in bundle.notes
+    size = bundle.input_size
+    (decision,) = Predictor(bundle).classify(np.zeros((1, size, size, 3), np.uint8))
+    assert decision.real_similarity is None and decision.reason != "unfamiliar"

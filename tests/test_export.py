@@ -1,6 +1,6 @@
 """Export stage: ONNX bundle vs PyTorch, the bundle contract, refusal of bad bundles, parity
-gate, thresholds, TensorRT engine naming/refusal, latency benchmark. Real ONNX Runtime,
-tiny random CLIP (fixtures in conftest.py)."""
+gate, thresholds, the open-set memory bank, TensorRT engine naming/refusal, latency benchmark.
+Real ONNX Runtime, tiny random CLIP (fixtures in conftest.py)."""
 import json
 import re
 import shutil
@@ -20,10 +20,11 @@ from adu_perception.export.thresholds import choose_thresholds
 # The keys docs/bundle.md lists for manifest.json, top level and nested.
 MANIFEST_KEYS = {"format", "format_version", "model_file", "model_sha256", "opset", "input_name",
                  "output_names", "input_size", "embedding_dim", "preprocessing", "class_names",
-                 "domain_names", "memorized_domains", "forgotten_domains", "thresholds", "parity",
-                 "source", "created_utc", "versions"}
-THRESHOLD_KEYS = {"confidence", "forgotten_domain", "rule", "memorized_correct_kept",
-                  "forgotten_suppressed", "n_memorized", "n_forgotten"}
+                 "domain_names", "memorized_domains", "forgotten_domains", "open_set", "thresholds",
+                 "parity", "source", "created_utc", "versions"}
+THRESHOLD_KEYS = {"confidence", "forgotten_domain", "min_real_similarity", "rule",
+                  "memorized_correct_kept", "forgotten_suppressed", "n_memorized", "n_forgotten"}
+OPEN_SET_KEYS = {"score", "k", "bank_file", "bank_sha256", "n_bank", "bank_from"}
 PARITY_KEYS = {"provider", "n_images", "max_abs_diff_probs", "top1_agreement"}
 
 
@@ -88,7 +89,8 @@ def test_manifest_follows_the_contract_and_matches_the_graph(tiny_bundle, tiny_r
     assert set(manifest) == MANIFEST_KEYS
     assert THRESHOLD_KEYS <= set(manifest["thresholds"])
     assert PARITY_KEYS <= set(manifest["parity"])
-    assert manifest["format"] == "adu-bundle" and manifest["format_version"] == 1
+    assert manifest["format"] == "adu-bundle" and manifest["format_version"] == 2
+    assert set(manifest["open_set"]) == OPEN_SET_KEYS
     assert manifest["model_sha256"] == sha256_file(tiny_bundle / manifest["model_file"])
     assert manifest["source"]["checkpoint_sha256"] == sha256_file(tiny_run / "checkpoint.pt")
     assert manifest["class_names"] == payload["class_names"]
@@ -197,13 +199,24 @@ def memorized_forgotten_correct(manifest, outputs, classes, domains):
     return memorized, forgotten, memorized & (outputs["probs"].argmax(1) == classes)
 
 
-def reported_by_manifest(manifest, outputs):
+def bank_similarity(bundle, outputs):
+    """The open-set score of these graph outputs against the bundle's bank."""
+    from adu_perception.runtime.open_set import real_similarity
+
+    open_set = manifest_of(bundle)["open_set"]
+    return real_similarity(outputs["embeddings"], np.load(bundle / open_set["bank_file"]),
+                           open_set["k"])
+
+
+def reported_by_manifest(bundle, outputs):
     from adu_perception.runtime.decision import decide
 
+    manifest = manifest_of(bundle)
     thresholds = manifest["thresholds"]
     forgotten_mask = np.isin(manifest["domain_names"], manifest["forgotten_domains"])
     return decide(outputs["probs"], outputs["domain_probs"], forgotten_mask,
-                  thresholds["confidence"], thresholds["forgotten_domain"]).reported
+                  thresholds["confidence"], thresholds["forgotten_domain"],
+                  bank_similarity(bundle, outputs), thresholds["min_real_similarity"]).reported
 
 
 def test_thresholds_are_chosen_on_calibration_images_and_reported_on_test_images(
@@ -224,19 +237,63 @@ def test_thresholds_are_chosen_on_calibration_images_and_reported_on_test_images
     chosen = choose_thresholds(calibration_out["probs"], calibration_out["domain_probs"],
                                calibration_classes, calibration_domains,
                                [names.index(d) for d in manifest["memorized_domains"]],
-                               [names.index(d) for d in manifest["forgotten_domains"]])
-    assert (thresholds["confidence"], thresholds["forgotten_domain"]) == (
-        chosen["confidence"], chosen["forgotten_domain"])
+                               [names.index(d) for d in manifest["forgotten_domains"]],
+                               real_similarity=bank_similarity(tiny_bundle, calibration_out))
+    assert (thresholds["confidence"], thresholds["forgotten_domain"],
+            thresholds["min_real_similarity"]) == (
+        chosen["confidence"], chosen["forgotten_domain"], chosen["min_real_similarity"])
     assert thresholds["calibration"]["memorized_correct_kept"] == pytest.approx(chosen["memorized_correct_kept"])
     # ... and its rates are those of the test split under them.
     outputs = run_onnx(session, images)
     memorized, forgotten, correct = memorized_forgotten_correct(manifest, outputs, classes, domains)
-    reported = reported_by_manifest(manifest, outputs)
+    reported = reported_by_manifest(tiny_bundle, outputs)
     assert correct.any() and forgotten.any()
     assert reported[correct].mean() == pytest.approx(thresholds["memorized_correct_kept"])
     assert (~reported[forgotten]).mean() == pytest.approx(thresholds["forgotten_suppressed"])
     assert thresholds["n_memorized"] == memorized.sum() and thresholds["n_forgotten"] == forgotten.sum()
     assert "calibration" in thresholds["chosen_on"] and str(len(images)) in thresholds["chosen_on"]
+
+
+def test_the_memory_bank_holds_the_graphs_embeddings_of_the_training_images(tiny_bundle, run_data,
+                                                                            session):
+    from adu_perception.training.pipeline import load_split
+
+    payload = run_data[0]
+    manifest = manifest_of(tiny_bundle)
+    open_set = manifest["open_set"]
+    bank = np.load(tiny_bundle / open_set["bank_file"])
+    assert open_set["bank_sha256"] == sha256_file(tiny_bundle / open_set["bank_file"])
+    assert (open_set["score"], open_set["k"]) == ("knn_cosine", 5)
+    images, _, domains, _ = load_split(payload, "train")
+    memorized = np.isin(domains, [manifest["domain_names"].index(d)
+                                  for d in manifest["memorized_domains"]])
+    assert memorized.any() and not memorized.all()  # the forgotten domain's shots stay out
+    images = images[memorized]
+    expected = np.concatenate([run_onnx(session, images)["embeddings"],
+                               run_onnx(session, np.ascontiguousarray(images[:, :, ::-1]))["embeddings"]])
+    assert bank.dtype == np.float16 and bank.shape == (2 * len(images), manifest["embedding_dim"])
+    assert open_set["n_bank"] == len(bank)
+    np.testing.assert_allclose(bank.astype(np.float32), expected, atol=2e-3)
+    assert str(len(images)) in open_set["bank_from"] and "flipped" in open_set["bank_from"]
+    # Threshold choice never sees the bank's images: calibration and training files are apart.
+    assert not set(payload["calibration_files"]) & set(payload["train_files"])
+    assert -1.0 <= manifest["thresholds"]["min_real_similarity"] <= 1.0
+    assert manifest["thresholds"]["calibration"]["memorized_correct_kept"] >= 0.95
+
+
+def test_export_with_open_set_off_writes_no_bank(tiny_run, tmp_path, capsys):
+    from adu_perception.cli import main
+    from adu_perception.runtime.bundle import load_bundle
+
+    out = tmp_path / "bundle"
+    assert main(["export", "--run", str(tiny_run), "--out", str(out), "--open-set", "off"]) == 0
+    assert "open set: off" in capsys.readouterr().out
+    manifest = manifest_of(out)
+    assert manifest["format_version"] == 2 and manifest["open_set"] is None
+    assert manifest["thresholds"]["min_real_similarity"] is None
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx"]
+    bundle = load_bundle(out)
+    assert bundle.open_set is None and "--open-set off" in bundle.notes
 
 
 def test_export_refuses_a_run_without_calibration_images(tiny_run, tmp_path):

@@ -1,9 +1,12 @@
 """The node's pure parts, on crafted inputs: exact-stamp pairing in a bounded cache, the
-diagnostics levels, and a detector's boxes to pixel regions and back."""
+diagnostics levels, and a detector's boxes to pixel regions and back; and the open-set rule
+end to end in a running node (real_similarity in the JSON, "unfamiliar" boxes on ~/suppressed,
+the start-up note of a format-1 bundle)."""
 import pytest
 
 from adu_perception.ros_node import health
 from adu_perception.ros_node.pairing import StampPairer
+from ros_conftest_helpers import color_bundle, ros_domain  # noqa: F401 (fixtures)
 
 LIMITS = health.Limits(max_drop_ratio=0.5, min_rate_hz=10.0)
 
@@ -75,3 +78,60 @@ def test_boxes_round_trip_between_pixels_and_vision_msgs():
     bbox = vision_io.bbox_of((0, 0, 4, 4))
     bbox.size_x = float("nan")
     assert vision_io.region_of(bbox) == (0, 0, 0, 0)  # never inside a frame: reported outside
+
+
+# -- the open-set rule in the running node (in-process rclpy, the node tests' Harness) ---------
+
+def test_node_json_carries_real_similarity_and_unfamiliar_boxes_go_to_suppressed(
+        ros_domain, color_bundle, tmp_path, capfd):
+    rclpy = pytest.importorskip("rclpy")
+    import numpy as np
+
+    from adu_perception.ros_node.classifier_node import OUTSIDE_FRAME, ClassifierNode
+    from ros_conftest_helpers import image_msg, solid
+    from test_classifier_node import Harness
+    from test_open_set import GREEN, TEAL, write_open_set_bundle
+
+    bundle = write_open_set_bundle(color_bundle, tmp_path / "open_set_bundle")
+    frame = np.concatenate([solid(GREEN, 100, 100), solid(TEAL, 100, 100)], axis=1)
+    rclpy.init()
+    harnesses = []
+    try:
+        # A format-1 bundle: one log line at start saying the open-set rule is off.
+        harnesses.append(Harness("/fmt1", color_bundle))
+        assert "note: bundle format_version 1 has no open-set memory bank" in capfd.readouterr().err
+        harness = Harness("/open_set", bundle, regions=[0, 0, 100, 100, 100, 0, 100, 100])
+        harnesses.append(harness)
+        assert "open-set rule on: knn_cosine, k 2 over 4" in capfd.readouterr().err
+        suppressed = []
+        vision = None
+        try:
+            from vision_msgs import msg as vision
+        except ImportError:
+            pass  # JSON only (the node says so itself)
+        if vision is not None:
+            harness.tester.create_subscription(
+                vision.Detection2DArray, "/open_set/classifier_node/suppressed",
+                lambda m: harness._add(suppressed, m), 10)
+            harness.wait(lambda: harness.node._vision_pubs["suppressed"].get_subscription_count() > 0,
+                         "the tester's ~/suppressed subscription")
+        result = harness.ask(image_msg(frame, "rgb8", stamp=(7, 0), frame_id="teal_poster"))
+        car, poster = result["results"]
+        assert (car["reason"], car["label"]) == ("reported", "car") and car["real_similarity"] > 0.99
+        assert (poster["reason"], poster["suppressed"]) == ("unfamiliar", True)
+        assert poster["real_similarity"] < 0.99
+        if vision is not None:
+            harness.wait(lambda: suppressed, "the ~/suppressed array")
+            assert [d.id for d in suppressed[0].detections] == ["1"]
+    finally:
+        for harness in harnesses:
+            harness.close()
+        rclpy.shutdown()
+    outside = ClassifierNode._result(_box((500, 500, 10, 10)), None)
+    assert (outside["reason"], outside["real_similarity"]) == (OUTSIDE_FRAME, None)
+
+
+def _box(region):
+    from adu_perception.ros_node.vision_io import Box
+
+    return Box("0", region, None)

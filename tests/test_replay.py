@@ -12,6 +12,7 @@ from adu_perception.runtime.predictor import BACKENDS
 from adu_perception.runtime.replay import ReplayError, format_summary, replay
 from ros_conftest_helpers import (COMPRESSED_IMAGE_MSGDEF, IMAGE_MSGDEF, color_bundle,  # noqa: F401
                                   driving_crops, raw_frame, runtime_bundle, solid)
+from test_open_set import TEAL, write_open_set_bundle
 
 GREEN, RED = (20, 200, 30), (210, 20, 20)  # colour bundle: real car / forgotten-domain poster
 
@@ -47,8 +48,11 @@ def test_folder_summary_per_subfolder_with_a_corrupt_file(tmp_path, color_bundle
     assert "posters/c.png: SUPPRESSED forgotten_domain (domain cartoon" in output
     table = format_summary(summary).splitlines()
     assert table[0].split() == ["source", "frames", "regions", "reported", "suppressed",
-                                "forgotten_domain", "low_confidence", "unreadable"]
-    assert table[-1].split() == ["TOTAL", "6", "5", "3", "2", "2", "0", "1"]
+                                "forgotten_domain", "unfamiliar", "low_confidence", "unreadable"]
+    assert table[-1].split() == ["TOTAL", "6", "5", "3", "2", "2", "0", "0", "1"]
+    # The colour bundle is format 1: replay says the open-set rule is off, once, at the start.
+    notes = [line for line in output.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "format_version 1" in notes[0]
 
 
 def test_jsonl_output_regions_and_grid(tmp_path, color_bundle):
@@ -167,6 +171,27 @@ def test_cli_replay_and_its_errors(tmp_path, color_bundle, capsys):
     assert cli.main(["replay", "--bundle", str(color_bundle), "--input", str(tmp_path / "in"),
                      "--grid", "2by2"]) == 2
     assert "ROWSxCOLS" in capsys.readouterr().err
+
+
+def test_unfamiliar_items_in_replay_json_and_summary(tmp_path, color_bundle):
+    bundle = write_open_set_bundle(color_bundle, tmp_path / "open_set_bundle")
+    write_png(tmp_path / "in" / "real" / "a.png", solid(GREEN))
+    write_png(tmp_path / "in" / "poster" / "b.png", solid(TEAL))  # a style no bank image has
+    out = tmp_path / "r.jsonl"
+    summary, output = run(bundle, tmp_path / "in", out=out)
+    assert "note:" not in output
+    assert (summary["real"]["reported"], summary["poster"]["unfamiliar"]) == (1, 1)
+    records = {r["source"]: r["results"][0] for r in map(json.loads, out.read_text().splitlines())}
+    assert records["real"]["real_similarity"] > 0.99 > records["poster"]["real_similarity"]
+    assert (records["poster"]["reason"], records["poster"]["suppressed"]) == ("unfamiliar", True)
+    # --min-real-similarity overrides the bundle's threshold; a format-1 bundle cannot take it.
+    assert cli.main(["replay", "--bundle", str(bundle), "--input", str(tmp_path / "in"),
+                     "--min-real-similarity", "-1", "--out", str(out)]) == 0
+    assert all(r["results"][0]["reported"] for r in map(json.loads, out.read_text().splitlines()))
+    with pytest.raises(ReplayError, match="needs a bundle with an open-set memory bank"):
+        run(color_bundle, tmp_path / "in", min_real_similarity=0.5)
+    with pytest.raises(ReplayError, match="between -1 and 1"):
+        run(bundle, tmp_path / "in", min_real_similarity=2.0)
 
 
 def test_cli_options_all_have_help_and_backends_match_the_predictor():

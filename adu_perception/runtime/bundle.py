@@ -3,19 +3,23 @@
 Everything a consumer relies on is checked once here, so the node and `adu replay` can
 trust a `Bundle`: the manifest parses and has every key, model.onnx is the file the export
 wrote (sha256), and the graph's input/outputs agree with the manifest (names, dtype, input
-size, class/domain/embedding counts). Reads the graph with onnx (or ONNX Runtime); no torch.
+size, class/domain/embedding counts). Format 2 adds an optional open-set memory bank
+(memory_bank.npy, checked against the manifest: sha256, shape, finite values). Reads the
+graph with onnx (or ONNX Runtime); no torch.
 """
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
+from .open_set import SCORES, OpenSet
+
 MANIFEST_FILE = "manifest.json"
 BUNDLE_FORMAT = "adu-bundle"
-SUPPORTED_FORMAT_VERSIONS = (1,)
+SUPPORTED_FORMAT_VERSIONS = (1, 2)  # 2: optional open_set + thresholds.min_real_similarity
 OUTPUT_NAMES = ("probs", "logits", "domain_probs", "embeddings")
 REQUIRED_KEYS = ("format", "format_version", "model_file", "model_sha256", "input_name",
                  "output_names", "input_size", "embedding_dim", "preprocessing", "class_names",
@@ -44,6 +48,9 @@ class Bundle:
     forgotten_domain_threshold: float
     preprocessing: dict
     manifest: dict = field(repr=False)  # the whole manifest, for anything not lifted above
+    open_set: Optional[OpenSet] = None  # None: the "unfamiliar" rule is off
+    min_real_similarity_threshold: Optional[float] = None  # set exactly when open_set is
+    notes: str = ""  # one line for the log when the bundle lacks a feature (e.g. format 1)
 
     @property
     def forgotten_mask(self) -> np.ndarray:
@@ -91,7 +98,65 @@ def load_bundle(path) -> Bundle:
         forgotten_domain_threshold=float(thresholds["forgotten_domain"]),
         preprocessing=dict(manifest["preprocessing"]), manifest=manifest)
     _check_graph(bundle)
-    return bundle
+    # After the graph: the bank's width is checked against an embedding_dim the graph confirmed.
+    return replace(bundle, **_open_set(folder, manifest_path, manifest))
+
+
+def _open_set(folder: Path, manifest_path: Path, manifest: dict) -> dict:
+    """The Bundle fields of the open-set rule: the bank loaded and checked, or a note why off."""
+    section = manifest.get("open_set")
+    threshold = manifest["thresholds"].get("min_real_similarity")
+    if manifest["format_version"] == 1:
+        return {"notes": "bundle format_version 1 has no open-set memory bank: the "
+                         "'unfamiliar' rule is off (re-export with this version to enable it)"}
+    if section is None:
+        if threshold is not None:
+            raise BundleError(f"{manifest_path}: thresholds.min_real_similarity is set but there "
+                              f"is no open_set section (no memory bank to compare with)")
+        return {"notes": "bundle exported without an open-set memory bank (--open-set off): "
+                         "the 'unfamiliar' rule is off"}
+    where = f"{manifest_path}: open_set"
+    if not isinstance(section, dict):
+        raise BundleError(f"{where} must be an object or null")
+    missing = [key for key in ("score", "k", "bank_file", "bank_sha256", "n_bank")
+               if key not in section]
+    if missing:
+        raise BundleError(f"{where} lacks {', '.join(missing)}")
+    if section["score"] not in SCORES:
+        raise BundleError(f"{where}.score {section['score']!r} is unknown to this runtime "
+                          f"(knows {', '.join(SCORES)})")
+    k, n_bank = section["k"], section["n_bank"]
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise BundleError(f"{where}.k must be an integer >= 1, got {k!r}")
+    if isinstance(n_bank, bool) or not isinstance(n_bank, int) or n_bank < 1:
+        raise BundleError(f"{where}.n_bank must be an integer >= 1, got {n_bank!r}")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
+            or not -1.0 <= threshold <= 1.0:
+        raise BundleError(f"{manifest_path}: thresholds.min_real_similarity must be a number in "
+                          f"[-1, 1] when open_set is given, got {threshold!r}")
+    name = str(section["bank_file"])
+    bank_path = folder / name
+    if Path(name).name != name or not bank_path.is_file():
+        raise BundleError(f"memory bank missing: {bank_path} (named by {where}.bank_file)")
+    actual = sha256_file(bank_path)
+    if actual != section["bank_sha256"]:
+        raise BundleError(f"sha256 mismatch: {bank_path} hashes to {actual[:12]}..., "
+                          f"{manifest_path} expects {str(section['bank_sha256'])[:12]}... "
+                          f"(memory bank edited or replaced after export)")
+    try:
+        bank = np.load(bank_path, allow_pickle=False)
+    except (ValueError, OSError) as error:
+        raise BundleError(f"cannot read memory bank {bank_path}: {error}") from None
+    expected = (n_bank, int(manifest["embedding_dim"]))
+    if bank.shape != expected or not np.issubdtype(bank.dtype, np.floating):
+        raise BundleError(f"memory bank {bank_path} has shape {bank.shape} ({bank.dtype}), the "
+                          f"manifest implies float [{expected[0]}, {expected[1]}] "
+                          f"(open_set.n_bank, embedding_dim)")
+    if not np.isfinite(bank).all():
+        raise BundleError(f"memory bank {bank_path} holds non-finite values (NaN or inf)")
+    open_set = OpenSet(score=section["score"], k=k, bank=bank.astype(np.float32), bank_file=name,
+                       bank_sha256=actual, bank_from=str(section.get("bank_from", "")))
+    return {"open_set": open_set, "min_real_similarity_threshold": float(threshold)}
 
 
 def _read_manifest(manifest_path: Path) -> dict:
@@ -110,8 +175,10 @@ def _read_manifest(manifest_path: Path) -> dict:
         raise BundleError(f"{manifest_path}: format is {manifest['format']!r}, expected "
                           f"{BUNDLE_FORMAT!r}")
     if manifest["format_version"] not in SUPPORTED_FORMAT_VERSIONS:
+        supported = ", ".join(map(str, SUPPORTED_FORMAT_VERSIONS))
         raise BundleError(f"{manifest_path}: format_version {manifest['format_version']!r} is not "
-                          f"supported by this runtime (supports {SUPPORTED_FORMAT_VERSIONS})")
+                          f"supported by this runtime (it reads {supported}; a bundle from a newer "
+                          f"adu_perception needs that version)")
     thresholds = manifest["thresholds"]
     if not isinstance(thresholds, dict):
         raise BundleError(f"{manifest_path}: thresholds must be an object")

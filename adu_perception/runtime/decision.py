@@ -3,32 +3,38 @@ thresholds), the ROS node and `adu replay`:
 
 1. p_forgotten = sum(domain_probs[forgotten]); if p_forgotten >= forgotten_domain
    -> suppressed, reason "forgotten_domain" (domain = the most likely forgotten domain);
-2. else if max(probs) < confidence -> suppressed, reason "low_confidence";
-3. else reported: label = argmax class, score = max(probs).
+2. else if real_similarity < min_real_similarity (both given: the bundle has an open-set
+   bank) -> suppressed, reason "unfamiliar": the item looks like no memorised-domain image,
+   e.g. an illustration style the domain classifier never saw;
+3. else if max(probs) < confidence -> suppressed, reason "low_confidence";
+4. else reported: label = argmax class, score = max(probs).
 """
 from dataclasses import asdict, dataclass
 from typing import List, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-# Reason codes (index into REASONS), so arrays of decisions stay numeric.
-REPORTED, FORGOTTEN_DOMAIN, LOW_CONFIDENCE = 0, 1, 2
-REASONS = ("reported", "forgotten_domain", "low_confidence")
+# Reason codes (index into REASONS), so arrays of decisions stay numeric. New codes are
+# appended: the values of the old ones never change.
+REPORTED, FORGOTTEN_DOMAIN, LOW_CONFIDENCE, UNFAMILIAR = 0, 1, 2, 3
+REASONS = ("reported", "forgotten_domain", "low_confidence", "unfamiliar")
 
 
 class Decisions(NamedTuple):
     """Vectorised decisions for N items (all arrays of length N)."""
     reported: np.ndarray     # bool
-    reason: np.ndarray       # int8 codes: REPORTED, FORGOTTEN_DOMAIN, LOW_CONFIDENCE
+    reason: np.ndarray       # int8 codes: REPORTED, FORGOTTEN_DOMAIN, LOW_CONFIDENCE, UNFAMILIAR
     label: np.ndarray        # int: argmax class (also filled for suppressed items)
     score: np.ndarray        # float: max(probs)
     domain: np.ndarray       # int: most likely forgotten domain if suppressed for it, else argmax
     p_forgotten: np.ndarray  # float: summed probability of the forgotten domains
+    real_similarity: np.ndarray  # float: open-set score (runtime.open_set); NaN when not computed
 
 
-def decide(probs, domain_probs, forgotten_mask, confidence: float,
-           forgotten_domain: float) -> Decisions:
-    """Apply the rule to probs [N, C] and domain_probs [N, D]; forgotten_mask is bool [D]."""
+def decide(probs, domain_probs, forgotten_mask, confidence: float, forgotten_domain: float,
+           real_similarity=None, min_real_similarity: Optional[float] = None) -> Decisions:
+    """Apply the rule to probs [N, C] and domain_probs [N, D]; forgotten_mask is bool [D].
+    real_similarity [N] and min_real_similarity: rule 2, applied only when both are given."""
     probs = np.asarray(probs, dtype=np.float64)
     domain_probs = np.asarray(domain_probs, dtype=np.float64)
     mask = np.asarray(forgotten_mask, dtype=bool)
@@ -38,22 +44,34 @@ def decide(probs, domain_probs, forgotten_mask, confidence: float,
     if mask.shape != (domain_probs.shape[1],):
         raise ValueError(f"forgotten_mask has shape {mask.shape}, expected "
                          f"({domain_probs.shape[1]},) like domain_probs' columns")
+    if real_similarity is None:
+        similarity = np.full(len(probs), np.nan)
+    else:
+        similarity = np.asarray(real_similarity, dtype=np.float64)
+        if similarity.shape != (len(probs),):
+            raise ValueError(f"real_similarity has shape {similarity.shape}, expected "
+                             f"({len(probs)},) like probs' rows")
     p_forgotten = domain_probs[:, mask].sum(axis=1)
     # With no forgotten domain rule 1 can never fire (even at threshold 0).
     forgotten = (p_forgotten >= forgotten_domain) & mask.any()
+    unfamiliar = np.zeros(len(probs), bool)
+    if real_similarity is not None and min_real_similarity is not None:
+        unfamiliar = ~forgotten & (similarity < min_real_similarity)
     score = probs.max(axis=1)
-    low = ~forgotten & (score < confidence)
-    reason = np.where(forgotten, FORGOTTEN_DOMAIN,
-                      np.where(low, LOW_CONFIDENCE, REPORTED)).astype(np.int8)
+    low = ~forgotten & ~unfamiliar & (score < confidence)
+    reason = np.select([forgotten, unfamiliar, low], [FORGOTTEN_DOMAIN, UNFAMILIAR, LOW_CONFIDENCE],
+                       REPORTED).astype(np.int8)
     best_forgotten = np.where(mask, domain_probs, -np.inf).argmax(axis=1)
     domain = np.where(forgotten, best_forgotten, domain_probs.argmax(axis=1))
     return Decisions(reported=reason == REPORTED, reason=reason, label=probs.argmax(axis=1),
-                     score=score, domain=domain, p_forgotten=p_forgotten)
+                     score=score, domain=domain, p_forgotten=p_forgotten,
+                     real_similarity=similarity)
 
 
 @dataclass
 class Decision:
-    """One item's decision, ready for JSON (label is None when suppressed)."""
+    """One item's decision, ready for JSON (label is None when suppressed; real_similarity
+    is None when the bundle has no open-set bank)."""
     reported: bool
     reason: str
     label: Optional[str]
@@ -61,6 +79,7 @@ class Decision:
     domain: str
     domain_score: float
     p_forgotten: float
+    real_similarity: Optional[float]
     top_k: List[dict]            # [{"label": ..., "score": ...}], best first
     region: Optional[list] = None  # [x, y, w, h] in the source frame, when regions are used
 
@@ -90,6 +109,8 @@ def describe(probs, domain_probs, decisions: Decisions, class_names: Sequence[st
             domain=domain_names[domain],
             domain_score=round(float(domain_probs[i, domain]), 6),
             p_forgotten=round(float(decisions.p_forgotten[i]), 6),
+            real_similarity=(None if np.isnan(decisions.real_similarity[i])
+                             else round(float(decisions.real_similarity[i]), 6)),
             top_k=[{"label": class_names[c], "score": round(float(probs[i, c]), 6)}
                    for c in order[i]],
             region=[int(v) for v in regions[i]] if regions is not None else None))

@@ -3,6 +3,7 @@
     predictor = Predictor(load_bundle("bundles/x"), backend="auto")
     outputs = predictor.predict(batch)           # {"probs": [N, C], "domain_probs": ..., ...}
     decisions = predictor.classify(batch)        # [Decision] with the bundle's thresholds
+                                                 # (and its open-set bank, when it has one)
 
 Backends:
 - onnxruntime-cpu / onnxruntime-cuda / onnxruntime-tensorrt: ONNX Runtime with that
@@ -66,14 +67,24 @@ class Predictor:
 
     def classify(self, images: np.ndarray, confidence: Optional[float] = None,
                  forgotten_domain: Optional[float] = None, top_k: int = 3,
-                 regions=None) -> List[Decision]:
-        """predict + the decision rule (bundle thresholds unless given) -> one Decision each."""
+                 regions=None, min_real_similarity: Optional[float] = None) -> List[Decision]:
+        """predict + the decision rule (bundle thresholds unless given) -> one Decision each.
+        With an open-set bank in the bundle, real_similarity comes from the `embeddings` output;
+        without one the "unfamiliar" rule is off and min_real_similarity cannot be given."""
         bundle = self.bundle
+        if bundle.open_set is None and min_real_similarity is not None:
+            raise ValueError(f"min_real_similarity given, but bundle {bundle.path} has no open-set "
+                             f"memory bank ({bundle.notes})")
         outputs = self.predict(images)
+        similarity = threshold = None
+        if bundle.open_set is not None:
+            similarity = bundle.open_set.similarity(outputs["embeddings"])
+            threshold = (bundle.min_real_similarity_threshold if min_real_similarity is None
+                         else min_real_similarity)
         decisions = decide(outputs["probs"], outputs["domain_probs"], bundle.forgotten_mask,
                            bundle.confidence_threshold if confidence is None else confidence,
                            bundle.forgotten_domain_threshold if forgotten_domain is None
-                           else forgotten_domain)
+                           else forgotten_domain, similarity, threshold)
         return describe(outputs["probs"], outputs["domain_probs"], decisions, bundle.class_names,
                         bundle.domain_names, top_k=top_k, regions=regions)
 

@@ -25,7 +25,7 @@ VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpe
 IMAGE_SCHEMAS = {"sensor_msgs/msg/Image": images.image_msg_to_rgb,
                  "sensor_msgs/msg/CompressedImage": images.compressed_msg_to_rgb}
 COUNT_COLUMNS = ("frames", "regions", "reported", "suppressed", "forgotten_domain",
-                 "low_confidence", "unreadable")
+                 "unfamiliar", "low_confidence", "unreadable")
 
 
 class ReplayError(ValueError):
@@ -183,13 +183,21 @@ def replay(bundle, input_path, regions=None, grid=None, backend: str = "auto",
            out=None, batch_size: int = 16, confidence: Optional[float] = None,
            forgotten_domain: Optional[float] = None, top_k: int = 3,
            max_frames: Optional[int] = None, topics: Optional[Sequence[str]] = None,
-           context_margin: float = 0.0, echo: Callable[[str], None] = print) -> dict:
+           context_margin: float = 0.0, echo: Callable[[str], None] = print,
+           min_real_similarity: Optional[float] = None) -> dict:
     """Classify every frame (or its regions / grid tiles); returns {source: Counter}.
     context_margin: as the node's parameter, for --regions (not grid tiles)."""
     if not 0.0 <= context_margin <= 1.0:
         raise ReplayError(f"context margin {context_margin} is not between 0 and 1")
+    if min_real_similarity is not None and not -1.0 <= min_real_similarity <= 1.0:
+        raise ReplayError(f"min real similarity {min_real_similarity} is not between -1 and 1")
     predictor = Predictor(bundle, backend=backend)
+    if min_real_similarity is not None and predictor.bundle.open_set is None:
+        raise ReplayError(f"--min-real-similarity needs a bundle with an open-set memory bank: "
+                          f"{predictor.bundle.notes}")
     echo(f"bundle {predictor.bundle.path}, backend {predictor.backend}")
+    if predictor.bundle.notes:
+        echo(f"note: {predictor.bundle.notes}")
     summary = {}
     pending: List[Tuple[Frame, list]] = []
     writer = open(out, "w") if out else None
@@ -206,7 +214,8 @@ def replay(bundle, input_path, regions=None, grid=None, backend: str = "auto",
         crops = [crop for _, frame_crops in pending for _, crop in frame_crops]
         boxes = [box for _, frame_crops in pending for box, _ in frame_crops]
         decisions = predictor.classify(images.preprocess(crops, predictor.bundle.input_size),
-                                       confidence, forgotten_domain, top_k, regions=boxes)
+                                       confidence, forgotten_domain, top_k, regions=boxes,
+                                       min_real_similarity=min_real_similarity)
         start = 0
         for frame, frame_crops in pending:
             results = decisions[start:start + len(frame_crops)]
