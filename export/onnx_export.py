@@ -337,6 +337,10 @@ def export_bundle(run_dir, out_dir, opset: int = MIN_OPSET, parity_images: int =
         raise ExportError(f"open-set k must be an integer >= 1, got {open_set_k!r}")
     test = load_split(payload, "test", data_root)
     calibration = load_split(payload, "calibration", data_root)
+    if payload.get("rendered_domains"):  # a run trained with --rendered: its families in calibration too
+        from adu_perception.training.rendered import with_rendered_copies
+
+        calibration = (*with_rendered_copies(payload, *calibration[:3]), calibration[3])
     train = load_split(payload, "train", data_root) if open_set else None
     if len(test[0]) == 0:
         raise ExportError(f"run {run_dir} has no readable test images to check the export on")

@@ -108,6 +108,26 @@ def test_training_with_pooled_renderings_adds_one_forgotten_domain(tiny_clip, ti
     assert len(more[0]) > 4 and set(more[2][4:]) == {3}
 
 
+def test_export_of_a_rendered_run_chooses_thresholds_with_its_families(tiny_clip, tiny_data, tmp_path):
+    from adu_perception.export.onnx_export import export_bundle
+    from adu_perception.runtime.bundle import load_bundle
+    from adu_perception.training.pipeline import train_and_evaluate
+
+    _, clip_config = tiny_clip
+    weights = tmp_path / "clip.pt"
+    torch.save(tiny_clip[0].model.state_dict(), weights)  # export rebuilds the same CLIP
+    config = TrainConfig(data=str(tiny_data), forget=["sketch"], model_config=str(clip_config),
+                         pretrained=str(weights), method="adu", rendered="pooled",
+                         rendered_families=["line_ink"], prompt_tokens=2, prompt_depth=1, epochs=1,
+                         shots=2, calibration_shots=1, batch_size=8, device="cpu", workers=1)
+    train_and_evaluate(config, tmp_path / "run")
+    bundle = load_bundle(export_bundle(tmp_path / "run", tmp_path / "bundle", progress=False))
+    assert bundle.manifest["forgotten_domains"] == ["sketch", "rendered"]
+    calibration = bundle.manifest["thresholds"]["calibration"]
+    # 3 sketch calibration files + one rendered copy per class of the memorised calibration photos
+    assert calibration["n_forgotten"] == 3 + 3
+
+
 def test_no_rendering_leaves_the_run_as_it_was(tiny_clip, tiny_data, tmp_path):
     _, clip_config = tiny_clip
     config = TrainConfig(data=str(tiny_data), forget=["sketch"], model_config=str(clip_config),
