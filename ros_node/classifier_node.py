@@ -101,6 +101,10 @@ PARAMETERS = (
     ParamSpec("forgotten_domain_threshold", T.DOUBLE, None, "suppress when the summed probability "
               "of forgotten domains reaches this (default: the bundle's "
               "thresholds.forgotten_domain)", range=(0.0, 1.0)),
+    ParamSpec("min_real_similarity", T.DOUBLE, None, "suppress as unfamiliar when the similarity "
+              "to the bundle's memorised-domain bank is below this (default: the bundle's "
+              "thresholds.min_real_similarity; -1 turns the rule off; bundles without a bank: "
+              "off)", range=(-1.0, 1.0)),
     ParamSpec("top_k", T.INTEGER, 3, "hypotheses per box in the outputs", range=(1, 1000)),
     ParamSpec("regions", T.INTEGER_ARRAY, [], "regions of interest as a flat list x, y, width, "
               "height, ... in pixels; each is classified on its own (empty: whole frame); "
@@ -130,6 +134,7 @@ class Settings:
     """The run-time adjustable parameters, swapped whole so the worker sees a consistent set."""
     confidence: float
     forgotten_domain: float
+    min_real_similarity: Optional[float]  # None: the bundle has no bank (rule off)
     top_k: int
     regions: tuple
     grid: Tuple[int, int]
@@ -250,8 +255,10 @@ class ClassifierNode(Node):
                                    f"below {self.bundle.min_real_similarity_threshold:.4f}")
 
     def _declare_threshold_parameters(self):
+        real = self.bundle.min_real_similarity_threshold
         defaults = {"confidence_threshold": self.bundle.confidence_threshold,
-                    "forgotten_domain_threshold": self.bundle.forgotten_domain_threshold}
+                    "forgotten_domain_threshold": self.bundle.forgotten_domain_threshold,
+                    "min_real_similarity": -1.0 if real is None else real}
         for spec in PARAMETERS:
             if spec.default is None:
                 self._accept_integer_override(spec.name)
@@ -352,6 +359,8 @@ class ClassifierNode(Node):
         self.settings = Settings(
             confidence=float(value("confidence_threshold")),
             forgotten_domain=float(value("forgotten_domain_threshold")),
+            min_real_similarity=(None if self.bundle.open_set is None
+                                 else float(value("min_real_similarity"))),
             top_k=int(value("top_k")),
             regions=tuple(images.regions_from_flat(value("regions"))),
             grid=(max(1, int(value("grid_rows"))), max(1, int(value("grid_cols")))),
@@ -361,8 +370,10 @@ class ClassifierNode(Node):
                                  min_rate_hz=float(value("min_rate_hz"))))
         if previous is not None and previous.confidence != self.settings.confidence:
             self._publish_label_info()
+        real = self.settings.min_real_similarity
         self.get_logger().info(f"thresholds: confidence {self.settings.confidence:.3f}, forgotten "
-                               f"domain {self.settings.forgotten_domain:.3f}; regions "
+                               f"domain {self.settings.forgotten_domain:.3f}, min real similarity "
+                               f"{'off' if real is None else format(real, '.4f')}; regions "
                                f"{len(self.settings.regions) or 'none'}; grid "
                                f"{self.settings.grid[0]}x{self.settings.grid[1]}; context margin "
                                f"{self.settings.margin:g}")
@@ -451,7 +462,8 @@ class ClassifierNode(Node):
             crops = images.crop_regions(rgb, [boxes[i].region for i in valid], margin)
             batch = images.preprocess([crop for _, crop in crops], self.bundle.input_size)
             found = self.predictor.classify(batch, settings.confidence, settings.forgotten_domain,
-                                            settings.top_k, regions=[r for r, _ in crops])
+                                            settings.top_k, regions=[r for r, _ in crops],
+                                            min_real_similarity=settings.min_real_similarity)
             decisions = dict(zip(valid, found))
         if self._stop_event.is_set():
             return  # shutting down while the model ran: the outputs may be gone

@@ -123,6 +123,16 @@ def test_node_json_carries_real_similarity_and_unfamiliar_boxes_go_to_suppressed
         if vision is not None:
             harness.wait(lambda: suppressed, "the ~/suppressed array")
             assert [d.id for d in suppressed[0].detections] == ["1"]
+        # The threshold is a run-time parameter: -1 turns the rule off, 1.0 refuses everything.
+        assert harness.set(min_real_similarity=-1.0)[0].successful
+        off = harness.ask(image_msg(frame, "rgb8", stamp=(8, 0), frame_id="rule_off"))["results"]
+        assert [r["reason"] for r in off] == ["reported", "reported"]
+        assert harness.set(min_real_similarity=1.0)[0].successful
+        strict = harness.ask(image_msg(frame, "rgb8", stamp=(9, 0), frame_id="strict"))["results"]
+        assert {r["reason"] for r in strict} == {"unfamiliar"}
+        assert not harness.set(min_real_similarity=1.5)[0].successful  # outside -1..1
+        # A bundle without a bank: the parameter exists but the rule stays off.
+        assert harnesses[0].node.settings.min_real_similarity is None
     finally:
         for harness in harnesses:
             harness.close()
