@@ -188,4 +188,14 @@ def test_styles_benchmark_scores_only_units_each_run_never_saw(tiny_clip, tiny_d
                 assert 0 <= rates[rule]["suppressed"] <= 1 and 0 <= rates[rule]["kept"] <= 1
             assert len(rates["curve_knn"]) == len(report["setup"]["false_suppression_grid"])
     assert out.with_suffix(".md").is_file() and out.with_suffix(".png").is_file()
-    assert "that one" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "that one" in printed and "mean, drawn (2)" in printed and "mean, print (1)" in printed
+    # two halves run in parallel merge back into the same table
+    first, second = dict(report, rows=rows[:2]), dict(report, rows=rows[2:])
+    for name, part in (("a.json", first), ("b.json", second)):
+        (tmp_path / name).write_text(json.dumps(part))
+    merged = tmp_path / "merged.json"
+    assert main(["benchmark", "styles-merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
+                 "--out", str(merged)]) == 0
+    assert json.loads(merged.read_text())["rows"] == rows
+    assert merged.with_suffix(".md").read_text() == out.with_suffix(".md").read_text()

@@ -144,6 +144,18 @@ def benchmark_styles_command(args) -> int:
     return 0
 
 
+def merge_styles_command(args) -> int:
+    import json
+    from pathlib import Path
+
+    from .styles_benchmark import merge_reports, summary_table, write_report
+
+    report = merge_reports([json.loads(Path(path).read_text()) for path in args.reports])
+    write_report(report, args.out)
+    print(summary_table(report))
+    return 0
+
+
 def ddl_diagnostics_command(args) -> int:
     import json
 
@@ -234,6 +246,11 @@ def register_benchmarks(subparsers) -> None:
     styles.add_argument("--out", default="runs/benchmark_styles.json", help="JSON report; .md and .png beside it")
     styles.add_argument("--work-dir", default="runs/benchmark_styles", help="per-run checkpoints")
     styles.set_defaults(func=benchmark_styles_command)
+    merge = subparsers.add_parser("styles-merge", help="merge `styles` reports of parallel runs "
+                                  "(e.g. different held-out families) into one table")
+    merge.add_argument("reports", nargs="+", help="JSON reports written by `adu benchmark styles`")
+    merge.add_argument("--out", required=True, help="merged JSON report; .md and .png beside it")
+    merge.set_defaults(func=merge_styles_command)
 
     balance = subparsers.add_parser(
         "ddl-diagnostics", help="does the Domain Disentangling Loss fit this backbone? (loss "

@@ -218,37 +218,50 @@ def _log_row(row: dict) -> None:
                  100 * rates["at5_domain_head"], 100 * rates["at5_knn"])
 
 
+RATE_KEYS = ("sup", "kept", "dsup", "dkept", "head5", "knn5")
+
+
+def _rates(rates: dict) -> Dict[str, float]:
+    return {"sup": rates["open-set"]["suppressed"], "kept": rates["open-set"]["kept"],
+            "dsup": rates["domain"]["suppressed"], "dkept": rates["domain"]["kept"],
+            "head5": rates["at5_domain_head"], "knn5": rates["at5_knn"]}
+
+
 def summary_table(report: Dict) -> str:
-    """One row per held-out family/domain (mean over seeds), methods side by side."""
+    """One row per held-out unit (mean over seeds), methods side by side, then the means over
+    drawn families, print families (a photograph in a frame or on a screen) and all families."""
+    from .stylize import FAMILIES, PRINT_FAMILIES
+
     methods = report["setup"]["methods"]
     cells: Dict[tuple, Dict[str, List[float]]] = {}
     for row in report["rows"]:
         setting = "reference" if row["kind"] == "reference" else "left out"
         for name, rates in row["per_unit"].items():
             entry = cells.setdefault((setting, name, row["method"]), {})
-            for key, value in (("sup", rates["open-set"]["suppressed"]), ("kept", rates["open-set"]["kept"]),
-                               ("dsup", rates["domain"]["suppressed"]), ("dkept", rates["domain"]["kept"]),
-                               ("head5", rates["at5_domain_head"]), ("knn5", rates["at5_knn"])):
+            for key, value in _rates(rates).items():
                 entry.setdefault(key, []).append(100 * value)
     header = ("| trained without | held-out images | " + " | ".join(
         f"{m}: open-set sup / kept | {m}: domain rule sup / kept | {m}: @5% head / kNN" for m in methods) + " |")
     lines = [header, "|---" * (2 + 3 * len(methods)) + "|"]
-    keys = sorted({(s, n) for s, n, _ in cells}, key=lambda x: (x[0] != "reference", x[1]))
+    order = {name: i for i, name in enumerate(FAMILIES)}
     for setting in ("reference", "left out"):
-        chosen = [k for k in keys if k[0] == setting]
-        for key in chosen + ([(setting, "mean")] if len(chosen) > 1 else []):
-            row = [("every family (reference)" if setting == "reference" else "that one"), key[1]]
+        units = sorted({n for s, n, _ in cells if s == setting}, key=lambda n: (order.get(n, 99), n))
+        families = [n for n in units if n in order]
+        groups = [(n, [n]) for n in units]
+        if len(families) > 1:
+            drawn = [n for n in families if n not in PRINT_FAMILIES]
+            printed = [n for n in families if n in PRINT_FAMILIES]
+            groups += [(f"mean, {label} ({len(members)})", members)
+                       for label, members in (("drawn", drawn), ("print", printed), ("all families", families))
+                       if members]
+        for label, members in groups:
+            row = ["every family (reference)" if setting == "reference" else "that one", label]
             for method in methods:
-                if key[1] == "mean":
-                    values = {m: np.mean([np.mean(cells[(setting, n, method)][m]) for _, n in chosen
-                                          if (setting, n, method) in cells])
-                              for m in ("sup", "kept", "dsup", "dkept", "head5", "knn5")}
-                else:
-                    entry = cells.get((key[0], key[1], method))
-                    if entry is None:
-                        row += ["", "", ""]
-                        continue
-                    values = {m: np.mean(v) for m, v in entry.items()}
+                found = [cells[(setting, n, method)] for n in members if (setting, n, method) in cells]
+                if not found:
+                    row += ["", "", ""]
+                    continue
+                values = {k: np.mean([np.mean(entry[k]) for entry in found]) for k in RATE_KEYS}
                 row += [f"{values['sup']:.1f} / {values['kept']:.1f}", f"{values['dsup']:.1f} / {values['dkept']:.1f}",
                         f"{values['head5']:.1f} / {values['knn5']:.1f}"]
             lines.append("| " + " | ".join(row) + " |")
@@ -257,6 +270,17 @@ def summary_table(report: Dict) -> str:
                                f"classified real test photos still reported (thresholds chosen on "
                                f"calibration images to keep 95 %). @5%: held-out suppression when "
                                f"5 % of those photos are suppressed, by one score.")
+
+
+def merge_reports(reports: Sequence[Dict]) -> Dict:
+    """Reports of the same set-up run in parallel (e.g. different held-out families) as one."""
+    if not reports:
+        raise ValueError("no reports to merge")
+    setup = dict(reports[0]["setup"])
+    for key in ("held_out_families", "held_out_domains", "seeds"):
+        setup[key] = sorted({v for r in reports for v in r["setup"].get(key, [])})
+    setup["seconds"] = round(sum(r["setup"]["seconds"] for r in reports), 1)
+    return {"rows": [row for r in reports for row in r["rows"]], "setup": setup}
 
 
 def write_report(report: Dict, out) -> Path:
