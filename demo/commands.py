@@ -18,8 +18,9 @@ def demo_command(args) -> int:
         data=args.data, split_file=args.split_file, forget=csv_list(args.forget),
         memorize=csv_list(args.memorize), pretrain_images=args.pretrain_images,
         downstream_images=args.downstream_images, pretrain_epochs=args.pretrain_epochs,
-        shots=args.shots, epochs=args.epochs, domain_lr=args.domain_lr, methods=csv_list(args.methods),
-        drive_frames=args.drive_frames, force=args.force)
+        shots=args.shots, epochs=args.epochs, domain_lr=args.domain_lr, rendered=args.rendered,
+        methods=csv_list(args.methods), drive_frames=args.drive_frames,
+        context_margin=args.context_margin, force=args.force)
     try:
         run_demo(options)
     except (ExportError, CheckpointError) as error:
@@ -65,9 +66,15 @@ def register(subparsers) -> None:
     group.add_argument("--domain-lr", type=float, default=defaults.domain_lr,
                        help="opt-in: a separate learning rate for the domain classifier "
                        "(default: one SGD group at the paper's 0.0025, as the authors)")
+    group.add_argument("--rendered", choices=("off", "pooled", "per-family"), default=defaults.rendered,
+                       help="opt-in: rendered illustrations of the memorised training shots as extra "
+                       "forgotten domains, pooled or one per family (default: %(default)s)")
     group.add_argument("--methods", default=",".join(defaults.methods),
                        help="methods to train and compare; the last of them, or adu, is exported "
                        "(default: %(default)s)")
     group.add_argument("--drive-frames", type=int, default=defaults.drive_frames,
                        help="generated drive frames sent through the node; 0 skips the drive (default: %(default)s)")
+    group.add_argument("--context-margin", type=float, default=defaults.context_margin,
+                       help="the node's context_margin for the drive: grow each box by this "
+                       "fraction per side before cropping (default: the node's default)")
     demo.set_defaults(func=demo_command)

@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import time
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -41,7 +41,7 @@ def _detections_msg(header, objects):
 
 
 def run_drive_through_node(bundle, frames: Sequence, backend: str = "onnxruntime-cpu",
-                           progress: bool = True, context_margin: float = 0.0) -> List[Dict]:
+                           progress: bool = True, context_margin: Optional[float] = None) -> List[Dict]:
     """Classify every object of `frames` (render_drive's output) with the real node.
 
     Returns one record per object: frame index, box, the generator's true class and domain,
@@ -69,10 +69,11 @@ def run_drive_through_node(bundle, frames: Sequence, backend: str = "onnxruntime
     records, answers = [], {"reported": {}, "suppressed": {}, "json": {}}
     try:
         # Reliable QoS (the node's default) both ways: the demo waits for every answer.
-        node = ClassifierNode(context=context, parameter_overrides=[
-            Parameter("bundle", value=str(bundle)), Parameter("backend", value=backend),
-            Parameter("use_detections", value=True), Parameter("publish_overlay", value=False),
-            Parameter("context_margin", value=float(context_margin))])
+        overrides = [Parameter("bundle", value=str(bundle)), Parameter("backend", value=backend),
+                     Parameter("use_detections", value=True), Parameter("publish_overlay", value=False)]
+        if context_margin is not None:  # else the node's own default
+            overrides.append(Parameter("context_margin", value=float(context_margin)))
+        node = ClassifierNode(context=context, parameter_overrides=overrides)
         sensors = rclpy.create_node("demo_camera", context=context)
         camera = sensors.create_publisher(Image, "image", 10)
         detector = sensors.create_publisher(vision_io.Detection2DArray, "detections", 10)
@@ -136,11 +137,18 @@ def _wait_for(executor, condition, what: str) -> None:
         executor.spin_once(timeout_sec=0.05)
 
 
+# The demo's goals for the drive (issue 9): what a user of the node should see.
+GOALS = (("billboard road users suppressed", "illustrated_suppressed", "illustrated", 0.90),
+         ("real road users reported", "real_reported", "real", 0.90),
+         ("reported real road users with the right class", "real_reported_correct", "real_reported", 0.75))
+
+
 def summarise_drive(records: List[Dict], memorized: Sequence[str]) -> Dict:
-    """Counts the report needs: real objects reported (and correctly), billboards suppressed."""
+    """Counts the report needs: real objects reported (and correctly), billboards suppressed,
+    and the drive's goals (rate, target, met) computed from them."""
     real = [r for r in records if r["true_domain"] in memorized]
     illustrated = [r for r in records if r["true_domain"] not in memorized]
-    return {
+    summary = {
         "objects": len(records),
         "real": len(real),
         "real_reported": sum(r["reported"] for r in real),
@@ -149,7 +157,16 @@ def summarise_drive(records: List[Dict], memorized: Sequence[str]) -> Dict:
         "illustrated_suppressed": sum(not r["reported"] for r in illustrated),
         "illustrated_suppressed_as_forgotten": sum(r["reason"] == "forgotten_domain"
                                                    for r in illustrated),
+        "illustrated_suppressed_as_unfamiliar": sum(r["reason"] == "unfamiliar" for r in illustrated),
+        "real_suppressed_by_reason": {reason: sum(r["reason"] == reason for r in real)
+                                      for reason in sorted({r["reason"] for r in real} - {"reported"})},
     }
+    summary["goals"] = []
+    for name, count, of, target in GOALS:
+        rate = summary[count] / summary[of] if summary[of] else 0.0
+        summary["goals"].append({"name": name, "count": summary[count], "of": summary[of],
+                                 "rate": round(rate, 4), "target": target, "met": rate >= target})
+    return summary
 
 
 def draw_frame(frame: np.ndarray, records: List[Dict], path) -> None:

@@ -42,8 +42,13 @@ class DemoOptions:
     # None: one SGD group at the prompts' rate, as the authors. `--domain-lr` (opt-in) gives
     # the linear domain head its own rate (it sees few steps an epoch here).
     domain_lr: Optional[float] = None
+    # Opt-in: rendered illustrations of the memorised shots as extra forgotten domains
+    # ("off", "pooled" or "per-family"; TrainConfig.rendered).
+    rendered: str = "off"
     methods: Sequence[str] = ("baseline", "adu")
     drive_frames: int = 24
+    # the node's context_margin for the drive (None: the node's own default)
+    context_margin: Optional[float] = None
     force: bool = False
 
 
@@ -115,7 +120,8 @@ def run_demo(options: DemoOptions, echo=print) -> Dict:
         config = TrainConfig(data=str(data), split_file=split_file, forget=forget,
                              memorize=list(options.memorize), shots=options.shots, seed=options.seed,
                              clip=clip, pretrained=pretrained, model_config=model_config,
-                             method=method, epochs=options.epochs, domain_lr=options.domain_lr)
+                             method=method, epochs=options.epochs, domain_lr=options.domain_lr,
+                             rendered=options.rendered)
         metrics[method] = train_and_evaluate(config, out / "runs" / method)
         step(f"train + evaluate {method}", t0)
 
@@ -155,7 +161,7 @@ def _run_drive(out: Path, bundle: Path, options: DemoOptions, echo) -> Dict:
     t0 = time.monotonic()
     echo(f"[demo] 5/5 driving {options.drive_frames} generated frames through the ROS 2 classifier node")
     frames = world.render_drive(options.drive_frames, seed=options.seed)
-    records = run_drive_through_node(bundle, frames)
+    records = run_drive_through_node(bundle, frames, context_margin=options.context_margin)
     with open(out / "drive_results.jsonl", "w") as file:
         for record in records:
             file.write(json.dumps(record) + "\n")
@@ -164,6 +170,7 @@ def _run_drive(out: Path, bundle: Path, options: DemoOptions, echo) -> Dict:
     busiest = max(range(len(frames)), key=lambda t: len(frames[t][1]))
     draw_frame(frames[busiest][0], [r for r in records if r["frame"] == busiest], out / "drive_frame.png")
     summary["frames"] = len(frames)
+    summary["context_margin"] = options.context_margin
     summary["seconds"] = round(time.monotonic() - t0, 1)
     echo(f"[demo] drive through the ROS 2 node: {summary['seconds']:.0f} s")
     return summary
@@ -209,7 +216,14 @@ def format_report(report: Dict) -> str:
                   f"- real road users reported: {drive['real_reported']} of {drive['real']} "
                   f"({drive['real_reported_correct']} with the right class)",
                   f"- billboard vehicles suppressed: {drive['illustrated_suppressed']} of "
-                  f"{drive['illustrated']} ({drive['illustrated_suppressed_as_forgotten']} as a forgotten domain)"]
+                  f"{drive['illustrated']} ({drive['illustrated_suppressed_as_forgotten']} as a forgotten domain, "
+                  f"{drive['illustrated_suppressed_as_unfamiliar']} as unfamiliar)"]
+    if drive:
+        lines += ["", f"Drive goals (seed {report['seed']}):", "", "| goal | measured | target | met |",
+                  "| --- | ---: | ---: | :---: |"]
+        for goal in drive["goals"]:
+            lines.append(f"| {goal['name']} | {100 * goal['rate']:.1f}% ({goal['count']} of {goal['of']}) | "
+                         f">= {100 * goal['target']:.0f}% | {'yes' if goal['met'] else 'no'} |")
     lines += ["", "Artifacts:"] + [f"- {name}: {path}" for name, path in report["artifacts"].items()]
     lines += ["", "Time: " + ", ".join(f"{k} {v:.0f} s" for k, v in report["timings_s"].items())]
     return "\n".join(lines)

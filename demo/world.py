@@ -10,7 +10,7 @@ image.
 import colorsys
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -660,29 +660,38 @@ def generate_dataset(root, per_class_domain: int, size: int = 64, seed: int = 0,
 # (lateral x, depth z) in metres. Road users are side views (they cross or stand at the
 # kerb); billboards stand beside the road and show vehicle ads.
 _HEIGHT_M = {"car": 1.5, "truck": 3.4, "bus": 3.2, "pedestrian": 1.75, "bicycle": 1.1, "traffic_sign": 2.6}
-_SPEED = 0.8            # metres the camera moves per frame
+_SPEED = 2.0            # metres the camera moves per frame (a frame every 0.1 s at 72 km/h)
 _CAMERA_HEIGHT = 1.5
 _CONTEXT = 0.75         # the object fills this much of its region, as in the training images
+_MIN_REGION = 0.12      # regions smaller than this fraction of the frame height are not reported
+_MAX_OCCLUDED = 0.2     # nor objects whose box is covered more than this by nearer ones
 
 
 @dataclass
 class _Actor:
+    """A stream of road users (or billboards) at one lateral position, coming toward the camera.
+
+    Each time one has passed, the next one appears far ahead (a new cycle) with a new look
+    and the next class of `classes` in turn, so a short drive still shows every class.
+    """
     key: int
     domain: str
-    x: float                    # lateral position (m)
-    z_range: Tuple[float, float]
-    z0: float
-    moving: bool = False         # drives along the road (depth oscillates) or stands still
+    x: float                      # lateral position (m)
+    z_range: Tuple[float, float]  # depths (m) at which it is on screen
+    z0: float                     # depth at frame 0, before wrapping
+    speed: float = _SPEED         # approach speed (m per frame): oncoming traffic is faster
     classes: Sequence[str] = VEHICLES
+    first: int = 0                # index in `classes` of the class at cycle 0
 
     def depth(self, t):
-        """(depth, cycle): a static thing gets a new look each time it comes round again."""
+        """(depth, cycle)."""
         low, high = self.z_range
-        if self.moving:
-            return low + (high - low) * (0.5 + 0.5 * np.sin(self.z0 + 0.05 * t)), 0
-        travelled = self.z0 - low - _SPEED * t       # static things come toward the camera...
+        travelled = self.z0 - low - self.speed * t
         cycle = int(np.floor(travelled / (high - low)))
-        return low + travelled - cycle * (high - low), cycle  # ...and reappear far ahead
+        return low + travelled - cycle * (high - low), cycle
+
+    def cls(self, cycle):
+        return self.classes[(self.first - cycle) % len(self.classes)]
 
 
 def _square_box(x0, y0, x1, y1, frame_w, frame_h, context=_CONTEXT, top=None):
@@ -694,12 +703,29 @@ def _square_box(x0, y0, x1, y1, frame_w, frame_h, context=_CONTEXT, top=None):
     return int(left), int(upper), int(side), int(side)
 
 
-def render_drive(n_frames: int, seed: int, size=(640, 360)):
+def _covered(box, nearer) -> float:
+    """Fraction of `box` (x0, y0, x1, y1) covered by the union of the `nearer` boxes
+    (on a coarse grid: exact enough for a 20 % rule)."""
+    x0, y0, x1, y1 = box
+    if x1 <= x0 or y1 <= y0 or not nearer:
+        return 0.0
+    xs, ys = np.meshgrid(np.linspace(x0, x1, 24), np.linspace(y0, y1, 24))
+    hidden = np.zeros(xs.shape, bool)
+    for a0, b0, a1, b1 in nearer:
+        hidden |= (xs >= a0) & (xs <= a1) & (ys >= b0) & (ys <= b1)
+    return float(hidden.mean())
+
+
+def render_drive(n_frames: int, seed: int, size=(1280, 720)):
     """Frames of a road scene with real road users and roadside billboards of vehicles.
 
     Returns a list of (frame HxWx3 uint8 RGB, objects); each object is {class, domain
     ('photo' or 'billboard'), box (x, y, w, h)} with box a square region of interest inside
-    the frame, framed like the training images. Every frame holds at least one of each.
+    the frame, framed like the training images. Like a labelled driving dataset, the objects
+    list leaves out what is drawn but cut by the frame edge, too small (a region under
+    12 % of the frame height) or more than 20 % hidden behind nearer objects. Every frame
+    holds real road users and nearly every one a billboard (a near truck can hide both);
+    over 24 frames every class appears.
     """
     width, height = size
     rng = np.random.default_rng([seed, 1])
@@ -719,14 +745,17 @@ def render_drive(n_frames: int, seed: int, size=(640, 360)):
     background[horizon:] += _mottle(rng, height - horizon, width, 6)
 
     side = rng.choice([-1, 1])
-    actors = [_Actor(0, "billboard", side * rng.uniform(8.5, 10), (24, 64), 24 + rng.uniform(0, 20)),
-              _Actor(1, "billboard", -side * rng.uniform(8.5, 10), (24, 64), 44 + rng.uniform(0, 20)),
-              _Actor(2, "photo", side * 1.8, (13, 28), rng.uniform(0, 6), moving=True),
-              _Actor(3, "photo", -side * 1.8, (38, 55), rng.uniform(0, 6), moving=True),
-              _Actor(4, "photo", side * rng.uniform(5.5, 6.5), (12, 52), 12 + rng.uniform(0, 40),
-                     classes=("pedestrian", "bicycle", "traffic_sign")),
-              _Actor(5, "photo", -side * rng.uniform(5.5, 6.5), (12, 52), 12 + rng.uniform(0, 40),
-                     classes=("pedestrian", "bicycle", "traffic_sign"))]
+    kerb = ("pedestrian", "bicycle", "traffic_sign")
+    phase = lambda span: rng.uniform(0, span)
+    first = lambda: int(rng.integers(3))  # every class list here has 3 classes
+    # Billboards half a range apart on either side, so one is always in view; vehicles in
+    # the two lanes (the oncoming one faster); people, bicycles and signs at both kerbs.
+    actors = [_Actor(0, "billboard", side * rng.uniform(8.5, 10), (26, 56), 26 + phase(15), first=first()),
+              _Actor(1, "billboard", -side * rng.uniform(8.5, 10), (26, 56), 41 + phase(15), first=first()),
+              _Actor(2, "photo", side * 2.2, (20, 44), 20 + phase(24), speed=1.2, first=first()),
+              _Actor(3, "photo", -side * 2.2, (20, 44), 20 + phase(24), speed=3.0, first=first()),
+              _Actor(4, "photo", side * rng.uniform(5.5, 6.5), (9, 27), 9 + phase(18), classes=kerb, first=first()),
+              _Actor(5, "photo", -side * rng.uniform(5.5, 6.5), (9, 27), 9 + phase(18), classes=kerb, first=first())]
     frames = []
     for t in range(n_frames):
         canvas = background.copy()
@@ -736,18 +765,23 @@ def render_drive(n_frames: int, seed: int, size=(640, 360)):
             if z1 > near:
                 _blend(canvas, np.array([project(-0.1, z1), project(0.1, z1), project(0.1, z0), project(-0.1, z0)]),
                        (225, 225, 220))
-        objects = []
+        drawn = []
         for actor in sorted(actors, key=lambda a: -a.depth(t)[0]):  # far to near
             z, cycle = actor.depth(t)
             look = np.random.default_rng([seed, 2, actor.key, cycle + 10_000])
-            cls = actor.classes[look.integers(len(actor.classes))]
+            cls = actor.cls(cycle)
             parts, (w, h) = object_parts(cls, look)
             if actor.domain == "billboard":
-                box = _drive_billboard(canvas, parts, (w, h), look, actor.x, z, project, width, height)
+                bounds, box = _drive_billboard(canvas, parts, (w, h), look, actor.x, z, project, width, height)
             else:
-                box = _drive_object(canvas, parts, (w, h), look, cls, actor.x, z, project, focal, width, height)
-            if box is not None:
-                objects.append({"class": cls, "domain": actor.domain, "box": box})
+                bounds, box = _drive_object(canvas, parts, (w, h), look, cls, actor.x, z, project, focal,
+                                            width, height)
+            drawn.append((bounds, box, {"class": cls, "domain": actor.domain, "box": box}))
+        objects = []
+        for i, (bounds, box, obj) in enumerate(drawn):
+            nearer = [b for b, _, _ in drawn[i + 1:]]
+            if box is not None and box[2] >= _MIN_REGION * height and _covered(bounds, nearer) <= _MAX_OCCLUDED:
+                objects.append(obj)
         frames.append((_sensor(canvas, np.random.default_rng([seed, 3, t])), objects))
     return frames
 
@@ -763,23 +797,25 @@ def _drive_object(canvas, parts, size, rng, cls, x, z, project, focal, width, he
     canvas *= 1 - 0.5 * cv2.GaussianBlur(shadow, (0, 0), 2)[..., None]
     _draw_photo(canvas, placed, _photo_palette(rng), rng, scale)
     (x0, y0), (x1, y1) = _bounds(placed)
-    if x0 < 0 or y0 < 0 or x1 > width or y1 > height or y1 - y0 < 12:
-        return None  # cut by the frame edge or too small to classify: drawn but not reported
-    return _square_box(x0, y0, x1, y1, width, height)
+    bounds = (x0, y0, x1, y1)
+    if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
+        return bounds, None  # cut by the frame edge: drawn but not reported
+    return bounds, _square_box(x0, y0, x1, y1, width, height)
 
 
 def _drive_billboard(canvas, parts, size, rng, x, z, project, width, height):
-    """A 6 m x 3 m board on 3 m posts, turned slightly toward the road."""
+    """A 6 m x 3 m board on 4.5 m posts (above the traffic), turned slightly toward the road."""
     turn = -np.sign(x) * 1.5  # the far edge is nearer the road
-    left, right = project(x - 3, z - turn / 2, 6.0), project(x + 3, z + turn / 2, 6.0)
-    left_low, right_low = project(x - 3, z - turn / 2, 3.0), project(x + 3, z + turn / 2, 3.0)
+    left, right = project(x - 3, z - turn / 2, 7.5), project(x + 3, z + turn / 2, 7.5)
+    left_low, right_low = project(x - 3, z - turn / 2, 4.5), project(x + 3, z + turn / 2, 4.5)
     quad = np.array([left, right, right_low, left_low])
     board_w = quad[:, 0].max() - quad[:, 0].min()
     frame = 0.04 * board_w
     poster = _poster(parts, size, rng, max(8, int(board_w - 2 * frame)), max(4, int(board_w / 2 - 2 * frame)))
     _draw_billboard(canvas, quad, poster, frame, rng, project(x, z)[1])
     (x0, y0), (x1, y1) = quad.min(0), quad.max(0)
+    bounds = (x0, y0, x1, y1)
     if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
-        return None
+        return bounds, None
     side = board_w / 0.83  # the board spans most of the region's width, posts below, as in training
-    return _square_box(x0, y0, x1, y1, width, height, context=board_w / side, top=y0 - 0.1 * side)
+    return bounds, _square_box(x0, y0, x1, y1, width, height, context=board_w / side, top=y0 - 0.1 * side)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from adu_perception.demo.drive import GOALS, summarise_drive
 from adu_perception.demo.pipeline import DemoOptions, prepare_out_dir, run_demo
 from ros_conftest_helpers import ros_domain  # noqa: F401  (autouse: a ROS domain of our own)
 
@@ -51,8 +52,63 @@ def test_every_drive_object_got_an_answer_from_the_node(demo_run):
     assert drive["illustrated_suppressed"] == sum(not r["reported"] for r in records
                                                   if r["true_domain"] == "billboard")
     for record in records:  # the node's own JSON decision, one per published crop
-        assert record["reason"] in ("reported", "forgotten_domain", "low_confidence")
+        assert record["reason"] in ("reported", "forgotten_domain", "low_confidence", "unfamiliar")
         assert (record["label"] is None) == (not record["reported"])
+
+
+def test_the_report_ends_with_the_drive_goals_computed_from_the_nodes_answers(demo_run):
+    out, report, printed = demo_run
+    records = [json.loads(line) for line in (out / "drive_results.jsonl").read_text().splitlines()]
+    goals = {g["name"]: g for g in report["drive"]["goals"]}
+    assert list(goals) == [name for name, *_ in GOALS]
+    real = [r for r in records if r["true_domain"] == "photo"]
+    billboards = [r for r in records if r["true_domain"] == "billboard"]
+    suppressed = goals["billboard road users suppressed"]
+    assert (suppressed["count"], suppressed["of"]) == (sum(not r["reported"] for r in billboards), len(billboards))
+    reported = goals["real road users reported"]
+    assert (reported["count"], reported["of"]) == (sum(r["reported"] for r in real), len(real))
+    right = goals["reported real road users with the right class"]
+    assert right["of"] == reported["count"]
+    assert right["count"] == sum(r["reported"] and r["label"] == r["true_class"] for r in real)
+    for goal in goals.values():
+        assert goal["met"] == (goal["rate"] >= goal["target"])
+    assert "Drive goals (seed 3)" in printed and printed.count("| >= ") == 3
+    assert (out / "report.md").read_text().rstrip().endswith(printed.rstrip().splitlines()[-1])
+
+
+def _record(domain, cls, reported, label=None, reason=None):
+    return {"true_domain": domain, "true_class": cls, "reported": reported, "label": label,
+            "reason": reason or ("reported" if reported else "low_confidence")}
+
+
+def test_drive_goals_are_met_only_at_their_targets():
+    records = ([_record("photo", "car", True, "car")] * 9 + [_record("photo", "car", False)]
+               + [_record("billboard", "bus", False, reason="forgotten_domain")] * 8
+               + [_record("billboard", "bus", True, "bus")] * 2)
+    summary = summarise_drive(records, ["photo"])
+    met = {g["name"]: (g["rate"], g["met"]) for g in summary["goals"]}
+    assert met == {"billboard road users suppressed": (0.8, False), "real road users reported": (0.9, True),
+                   "reported real road users with the right class": (1.0, True)}
+    assert summary["illustrated_suppressed_as_forgotten"] == 8
+    assert summary["real_suppressed_by_reason"] == {"low_confidence": 1}
+    wrong = summarise_drive([_record("photo", "car", True, "bus")] * 3 + [_record("photo", "car", True, "car")],
+                            ["photo"])
+    assert [g["met"] for g in wrong["goals"]] == [False, True, False]  # no billboards: 0 of 0 is not met
+
+
+def test_demo_command_passes_the_opt_in_training_and_node_options():
+    import argparse
+
+    from adu_perception.demo import commands
+
+    parser = argparse.ArgumentParser()
+    commands.register(parser.add_subparsers())
+    args = parser.parse_args(["demo", "--rendered", "pooled", "--context-margin", "0.1"])
+    assert (args.rendered, args.context_margin) == ("pooled", 0.1)
+    defaults = parser.parse_args(["demo"])
+    assert (defaults.rendered, defaults.context_margin) == ("off", None)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["demo", "--rendered", "sometimes"])
 
 
 def test_rerun_replaces_its_own_folder_but_not_someone_elses(tmp_path):
