@@ -7,6 +7,24 @@ from tiny_world import write_tiny_clip_config, write_tiny_dataset
 TINY_FORGET = ["sketch"]  # tiny_world's domains: photo, cartoon (memorized), sketch (forgotten)
 
 
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    """(FrozenClip with random tiny weights, its config path), fresh per test module."""
+    import torch
+
+    from adu_perception.training.clip_loader import ClipSpec, load_clip
+
+    torch.manual_seed(0)
+    config = write_tiny_clip_config(tmp_path_factory.mktemp("clip"))
+    return load_clip(ClipSpec.from_args(None, None, str(config))), config
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """A tiny generated multi-domain image folder (photo, cartoon, sketch x 3 classes)."""
+    return write_tiny_dataset(tmp_path_factory.mktemp("data"))
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """Folder of a finished 1-epoch ADU run (checkpoint.pt, metrics) on the tiny world."""

@@ -7,27 +7,12 @@ import pytest
 import torch
 
 from adu_perception.training.checkpoint import load_checkpoint
-from adu_perception.training.clip_loader import ClipSpec, load_clip
 from adu_perception.training.config import TrainConfig
 from adu_perception.training.rendered import (render_copies, rendered_domain_names, resolve_families,
                                               with_rendered_copies)
 from adu_perception.training.stylize import FAMILIES, render
 from adu_perception.training.styles_benchmark import operating_point, training_config
 from adu_perception.training.trainer import train
-
-from tiny_world import write_tiny_clip_config, write_tiny_dataset
-
-
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory):
-    torch.manual_seed(0)
-    config = write_tiny_clip_config(tmp_path_factory.mktemp("clip"))
-    return load_clip(ClipSpec.from_args(None, None, str(config))), config
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    return write_tiny_dataset(tmp_path_factory.mktemp("data"))
 
 
 def small_split():

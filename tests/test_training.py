@@ -8,7 +8,6 @@ import torch
 
 from adu_perception.training import losses
 from adu_perception.training.checkpoint import CheckpointError, load_checkpoint
-from adu_perception.training.clip_loader import ClipSpec, load_clip
 from adu_perception.training.config import TrainConfig
 from adu_perception.training.data import DataError, MultiDomainDataset, few_shot_split, resolve_domains
 from adu_perception.training.metrics import average_combinations, harmonic_mean, mem_for_h
@@ -16,19 +15,7 @@ from adu_perception.training.model import AduModel, PromptConfig
 from adu_perception.training.pipeline import train_and_evaluate
 from adu_perception.training.trainer import train, training_losses
 
-from tiny_world import write_tiny_clip_config, write_tiny_dataset
-
-
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory):
-    torch.manual_seed(0)
-    config = write_tiny_clip_config(tmp_path_factory.mktemp("clip"))
-    return load_clip(ClipSpec.from_args(None, None, str(config))), config
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    return write_tiny_dataset(tmp_path_factory.mktemp("data"))
+from tiny_world import write_tiny_dataset
 
 
 def make_model(clip, prompts: PromptConfig, n_classes=3, n_domains=3):

@@ -40,6 +40,11 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
                        help="image decoding threads (default: %(default)s)")
 
 
+def add_domain_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--forget", required=True, help="comma-separated domains to forget, e.g. sketch,cartoon")
+    parser.add_argument("--memorize", help="comma-separated domains to keep (default: all others)")
+
+
 def add_method_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("method and optimisation (defaults: the authors' code)")
     group.add_argument("--prompt-tokens", type=int, default=DEFAULTS.prompt_tokens,
@@ -189,8 +194,7 @@ def register(subparsers) -> None:
                        help="zeroshot | baseline (text + visual prompts, L_mem + L_forget) | "
                        "instapg | ddl | adu (DDL + InstaPG) | adu-ce-only | adu-mmd-only "
                        "(ablations inside DDL) (default: %(default)s)")
-    train.add_argument("--forget", required=True, help="comma-separated domains to forget, e.g. sketch,cartoon")
-    train.add_argument("--memorize", help="comma-separated domains to keep (default: all others)")
+    add_domain_arguments(train)
     train.add_argument("--out", required=True, help="run folder to write")
     train.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     train.set_defaults(func=train_command)
@@ -230,8 +234,7 @@ def register_benchmarks(subparsers) -> None:
     add_data_arguments(styles)
     add_model_arguments(styles)
     add_method_arguments(styles)
-    styles.add_argument("--forget", required=True, help="comma-separated forgotten dataset domains")
-    styles.add_argument("--memorize", help="comma-separated domains to keep (default: all others)")
+    add_domain_arguments(styles)
     styles.add_argument("--methods", default="baseline,adu", help="default: %(default)s")
     styles.add_argument("--families", type=csv_list, default=[],
                         help="the rendered families trained on (default: all)")
@@ -263,8 +266,7 @@ def register_benchmarks(subparsers) -> None:
     add_data_arguments(balance)
     add_model_arguments(balance)
     add_method_arguments(balance)
-    balance.add_argument("--forget", required=True, help="comma-separated domains to forget")
-    balance.add_argument("--memorize", help="comma-separated domains to keep (default: all others)")
+    add_domain_arguments(balance)
     balance.add_argument("--batches", type=int, default=4, help="batches averaged (default: %(default)s)")
     balance.add_argument("--json", help="also write the numbers as JSON here")
     balance.set_defaults(func=ddl_diagnostics_command)

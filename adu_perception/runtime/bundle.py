@@ -66,6 +66,16 @@ def sha256_file(path) -> str:
     return digest.hexdigest()
 
 
+def _checked_sha256(path: Path, expected, manifest_path: Path, what: str) -> str:
+    """The file's sha256, refused unless it is the one the manifest recorded at export."""
+    actual = sha256_file(path)
+    if actual != expected:
+        raise BundleError(f"sha256 mismatch: {path} hashes to {actual[:12]}..., "
+                          f"{manifest_path} expects {str(expected)[:12]}... "
+                          f"({what} edited or replaced after export)")
+    return actual
+
+
 def load_bundle(path) -> Bundle:
     """Read and validate the bundle folder at `path`; raises BundleError."""
     folder = Path(path).expanduser()
@@ -81,11 +91,7 @@ def load_bundle(path) -> Bundle:
     model_path = folder / str(manifest["model_file"])
     if not model_path.is_file():
         raise BundleError(f"model file missing: {model_path} (named by {manifest_path})")
-    actual = sha256_file(model_path)
-    if actual != manifest["model_sha256"]:
-        raise BundleError(f"sha256 mismatch: {model_path} hashes to {actual[:12]}..., "
-                          f"{manifest_path} expects {str(manifest['model_sha256'])[:12]}... "
-                          f"(model edited or replaced after export)")
+    actual = _checked_sha256(model_path, manifest["model_sha256"], manifest_path, "model")
     thresholds = manifest["thresholds"]
     bundle = Bundle(
         path=folder, model_path=model_path, model_sha256=actual,
@@ -138,11 +144,7 @@ def _open_set(folder: Path, manifest_path: Path, manifest: dict) -> dict:
     bank_path = folder / name
     if Path(name).name != name or not bank_path.is_file():
         raise BundleError(f"memory bank missing: {bank_path} (named by {where}.bank_file)")
-    actual = sha256_file(bank_path)
-    if actual != section["bank_sha256"]:
-        raise BundleError(f"sha256 mismatch: {bank_path} hashes to {actual[:12]}..., "
-                          f"{manifest_path} expects {str(section['bank_sha256'])[:12]}... "
-                          f"(memory bank edited or replaced after export)")
+    actual = _checked_sha256(bank_path, section["bank_sha256"], manifest_path, "memory bank")
     try:
         bank = np.load(bank_path, allow_pickle=False)
     except (ValueError, OSError) as error:
