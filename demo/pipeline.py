@@ -33,7 +33,7 @@ class DemoOptions:
     split_file: Optional[str] = None
     forget: List[str] = field(default_factory=list)   # default: the illustration domains
     memorize: List[str] = field(default_factory=list)
-    # sizes (defaults: about 9 minutes on 2 idle CPU cores)
+    # sizes (defaults: about 7.5 minutes on 2 idle CPU cores, measured)
     pretrain_images: int = 300      # per (class, domain), for the tiny CLIP
     downstream_images: int = 40     # per (class, domain), for unlearning (shots + test)
     pretrain_epochs: int = 20
