@@ -28,7 +28,7 @@ from .clip_loader import ClipSpec, load_clip
 from .config import TrainConfig
 from .data import load_images, resolve_domains
 from .evaluate import predict
-from .rendered import CALIBRATION_SEED_OFFSET, render_copies, resolve_families
+from .rendered import resolve_families, with_rendered_copies
 from .trainer import PreparedData, add_rendered_training_data, prepare_data, train
 
 log = logging.getLogger(__name__)
@@ -106,8 +106,6 @@ def run_styles_benchmark(base: TrainConfig, methods: Sequence[str], families: Se
                          seeds: Sequence[int], work_dir, reference: bool = True, knn_k: int = 5) -> Dict:
     """`families`: the rendered pool (empty: all); each of `held_out_families` (a subset) and
     `held_out_domains` is left out in turn."""
-    from adu_perception.export.thresholds import choose_thresholds
-
     from .stylize import render_batch
 
     families = resolve_families(families)
@@ -141,10 +139,8 @@ def run_styles_benchmark(base: TrainConfig, methods: Sequence[str], families: Se
                 if config.rendered != "off":
                     add_rendered_training_data(data, config)
                 trained = train(config, run_dir, data=data, clip=clip, progress=False)
-                model = trained["model"]
-                row = _score_run(model, clip, data, config, unit, families, rendered_test,
-                                 (calibration, cal_classes, cal_domains), memorize, knn_k,
-                                 choose_thresholds)
+                row = _score_run(trained["model"], trained["payload"], clip, data, unit, families,
+                                 rendered_test, (calibration, cal_classes, cal_domains), knn_k)
                 row.update(seed=seed, method=method, held_out=REFERENCE if unit is None else unit["name"],
                            kind="reference" if unit is None else unit["kind"],
                            train_seconds=trained["payload"].get("train_seconds"))
@@ -160,30 +156,27 @@ def run_styles_benchmark(base: TrainConfig, methods: Sequence[str], families: Se
                                     "seconds": round(time.time() - started, 1)}}
 
 
-def _score_run(model, clip, data: PreparedData, config: TrainConfig, unit, families, rendered_test,
-               calibration, memorize, knn_k, choose_thresholds) -> dict:
+def _score_run(model, payload: dict, clip, data: PreparedData, unit, families, rendered_test,
+               calibration, knn_k) -> dict:
     """Thresholds on calibration images that never show the unit; rates on the unit."""
-    names = data.domain_names
-    forget = [d for d in config.forget] + data.rendered_domains
-    memorized_ids = [names.index(d) for d in memorize]
-    forgotten_ids = [names.index(d) for d in forget]
+    from adu_perception.export.thresholds import choose_thresholds
+
+    names = payload["domain_names"]
+    memorized_ids = [names.index(d) for d in payload["memorized_domains"]]
+    forgotten_ids = [names.index(d) for d in payload["forgotten_domains"]]
     forgotten_mask = np.isin(np.arange(len(names)), forgotten_ids)
     cal_images, cal_classes, cal_domains = calibration
     seen = np.isin(cal_domains, memorized_ids + forgotten_ids)  # a held-out domain stays unseen
-    cal_images, cal_classes, cal_domains = cal_images[seen], cal_classes[seen], cal_domains[seen]
-    if config.rendered != "off":  # rendered copies of the calibration photos, training families only
-        copies = render_copies(cal_images, cal_classes, cal_domains, memorized_ids, config.rendered,
-                               resolve_families(config.rendered_families), len(data.dataset.domains),
-                               config.seed + CALIBRATION_SEED_OFFSET)
-        cal_images = np.concatenate([cal_images, copies[0]])
-        cal_classes, cal_domains = np.concatenate([cal_classes, copies[1]]), np.concatenate([cal_domains, copies[2]])
+    # plus rendered copies of the calibration photos by the run's families, as `adu export` does
+    cal_images, cal_classes, cal_domains = with_rendered_copies(
+        payload, cal_images[seen], cal_classes[seen], cal_domains[seen])
     test_classes, test_domains = data.labels("test")
     photos = np.isin(test_domains, memorized_ids)
     unit_images = (data.test_images[test_domains == names.index(unit["name"])]
                    if unit is not None and unit["kind"] == "domain" else None)
     mean, std = clip.mean, clip.std
-    train_classes, train_domains = data.labels("train")
-    bank_images = _resize(data.train_images[np.isin(train_domains, memorized_ids)], clip.image_size)
+    _, train_domains = data.labels("train")
+    bank_images = _center_crop(data.train_images[np.isin(train_domains, memorized_ids)], clip.image_size)
     bank = predict(model, np.concatenate([bank_images, bank_images[:, :, ::-1]]), mean, std)["embeddings"]
     cal = predict(model, cal_images, mean, std)
     real = predict(model, data.test_images[photos], mean, std)
@@ -203,7 +196,7 @@ def _score_run(model, clip, data: PreparedData, config: TrainConfig, unit, famil
     return {"per_unit": per_unit, "mem_accuracy": float((real["probs"].argmax(1) == test_classes[photos]).mean())}
 
 
-def _resize(images: np.ndarray, size: int) -> np.ndarray:
+def _center_crop(images: np.ndarray, size: int) -> np.ndarray:
     """Training images are stored AUGMENT_MARGIN larger: center crop back to the test size."""
     offset = (images.shape[1] - size) // 2
     return np.ascontiguousarray(images[:, offset:offset + size, offset:offset + size])

@@ -225,7 +225,6 @@ def train(config: TrainConfig, run_dir, data: Optional[PreparedData] = None,
     train_classes, train_domains = (torch.from_numpy(a[used]) for a in data.labels("train"))
     is_memorized = torch.from_numpy(np.isin(train_domains.numpy(), memorized_ids))
 
-    n_rendered = sum(s.domain_index >= len(data.dataset.domains) for s in data.train)
     payload = {
         "config": config.to_dict(),
         "clip": asdict(clip.spec),
@@ -236,7 +235,7 @@ def train(config: TrainConfig, run_dir, data: Optional[PreparedData] = None,
         "ddl_weights_applied": {"gamma": ddl_weights[0], "lambda": ddl_weights[1]},
         "class_embeddings": model.class_embeddings.cpu(),  # zero-shot CLIP's, fixed
         # the dataset's own files only: rendered copies are re-made from them (training.rendered)
-        "train_files": [s.path for s in data.train[:len(data.train) - n_rendered]],
+        "train_files": [s.path for s in data.train if s.domain_index < len(data.dataset.domains)],
         "rendered_domains": list(data.rendered_domains),
         "test_files": [s.path for s in data.test],
         "calibration_files": [s.path for s in data.calibration],
