@@ -2,6 +2,7 @@
 from pathlib import Path
 
 from adu_perception.cli import CommandError, csv_list
+from adu_perception.training.config import RENDERED_MODES  # dataclasses only, no torch
 
 from .pipeline import DemoOptions  # stdlib only at import time
 
@@ -66,7 +67,7 @@ def register(subparsers) -> None:
     group.add_argument("--domain-lr", type=float, default=defaults.domain_lr,
                        help="opt-in: a separate learning rate for the domain classifier "
                        "(default: one SGD group at the paper's 0.0025, as the authors)")
-    group.add_argument("--rendered", choices=("off", "pooled", "per-family"), default=defaults.rendered,
+    group.add_argument("--rendered", choices=RENDERED_MODES, default=defaults.rendered,
                        help="opt-in: rendered illustrations of the memorised training shots as extra "
                        "forgotten domains, pooled or one per family (default: %(default)s)")
     group.add_argument("--methods", default=",".join(defaults.methods),

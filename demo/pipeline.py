@@ -219,7 +219,6 @@ def format_report(report: Dict) -> str:
                   f"- billboard vehicles suppressed: {drive['illustrated_suppressed']} of "
                   f"{drive['illustrated']} ({drive['illustrated_suppressed_as_forgotten']} as a forgotten domain, "
                   f"{drive['illustrated_suppressed_as_unfamiliar']} as unfamiliar)"]
-    if drive:
         lines += ["", f"Drive goals (seed {report['seed']}):", "", "| goal | measured | target | met |",
                   "| --- | ---: | ---: | :---: |"]
         for goal in drive["goals"]:
