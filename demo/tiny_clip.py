@@ -75,7 +75,7 @@ def pretrain_tiny_clip(data_root, out_dir, epochs: int = 15, seed: int = 0, batc
     Loss: image-to-text cross-entropy over the class captions (each image against the
     captions of every class, in a caption template drawn per step). AdamW with linear
     warm-up then cosine decay; light augmentation (zoom, shift, flip) and patch dropout.
-    The defaults take about 3.5 minutes on 2 CPU cores for 6,000 64-px images.
+    The demo's sizes (7,200 64-px images, 20 epochs) took 335 s on 2 idle CPU cores.
 
     Writes `<out_dir>/<name>.json` (a copy of the config) and `<out_dir>/<name>.pt` (the
     state_dict) and returns their paths.
