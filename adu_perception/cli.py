@@ -82,4 +82,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m adu_perception.cli` runs this file as __main__: call the imported module's
+    # main, so that the stages' CommandError is the class main() catches (one line, exit 2).
+    from adu_perception.cli import main as package_main
+    sys.exit(package_main())

@@ -77,5 +77,6 @@ def class_text_embeddings(clip: FrozenClip, class_names: Sequence[str],
                           template: str = "a photo of a {}.") -> torch.Tensor:
     """Fixed text prompts through the frozen text encoder, L2-normalised: [C, E]."""
     prompts = [template.format(name.replace("_", " ")) for name in class_names]
-    tokens = clip.tokenizer(prompts)
+    # on the model's device: runs that share one FrozenClip leave it where the last one trained
+    tokens = clip.tokenizer(prompts).to(next(clip.model.parameters()).device)
     return torch.nn.functional.normalize(clip.model.encode_text(tokens).float(), dim=-1)

@@ -126,6 +126,11 @@ def run_styles_benchmark(base: TrainConfig, methods: Sequence[str], families: Se
         calibration, cal_samples, _ = load_images(real.dataset.root, real.calibration, clip.image_size,
                                                   base.workers, "load calibration images")
         cal_classes = np.array([s.class_index for s in cal_samples])
+        # The open-set bank as `adu export` builds it: the memorised training files decoded at
+        # the input size (the trainer keeps them larger, for its random crops).
+        bank_images, _, _ = load_images(real.dataset.root,
+                                        [s for s in real.train if s.domain_index in memorized_ids],
+                                        clip.image_size, base.workers, "load bank images")
         cal_domains = np.array([s.domain_index for s in cal_samples])
         photos = np.isin(test_domains, memorized_ids)
         rendered_test = {f: render_batch(real.test_images[photos], f, seed) for f in families}
@@ -140,7 +145,8 @@ def run_styles_benchmark(base: TrainConfig, methods: Sequence[str], families: Se
                     add_rendered_training_data(data, config)
                 trained = train(config, run_dir, data=data, clip=clip, progress=False)
                 row = _score_run(trained["model"], trained["payload"], clip, data, unit, families,
-                                 rendered_test, (calibration, cal_classes, cal_domains), knn_k)
+                                 rendered_test, (calibration, cal_classes, cal_domains), bank_images,
+                                 knn_k)
                 row.update(seed=seed, method=method, held_out=REFERENCE if unit is None else unit["name"],
                            kind="reference" if unit is None else unit["kind"],
                            train_seconds=trained["payload"].get("train_seconds"))
@@ -157,7 +163,7 @@ def run_styles_benchmark(base: TrainConfig, methods: Sequence[str], families: Se
 
 
 def _score_run(model, payload: dict, clip, data: PreparedData, unit, families, rendered_test,
-               calibration, knn_k) -> dict:
+               calibration, bank_images, knn_k) -> dict:
     """Thresholds on calibration images that never show the unit; rates on the unit."""
     from adu_perception.export.thresholds import choose_thresholds
 
@@ -175,8 +181,6 @@ def _score_run(model, payload: dict, clip, data: PreparedData, unit, families, r
     unit_images = (data.test_images[test_domains == names.index(unit["name"])]
                    if unit is not None and unit["kind"] == "domain" else None)
     mean, std = clip.mean, clip.std
-    _, train_domains = data.labels("train")
-    bank_images = _center_crop(data.train_images[np.isin(train_domains, memorized_ids)], clip.image_size)
     bank = predict(model, np.concatenate([bank_images, bank_images[:, :, ::-1]]), mean, std)["embeddings"]
     cal = predict(model, cal_images, mean, std)
     real = predict(model, data.test_images[photos], mean, std)
@@ -194,12 +198,6 @@ def _score_run(model, payload: dict, clip, data: PreparedData, unit, families, r
         outputs = {"real": real, "unit": predict(model, images, mean, std)}
         per_unit[name] = score_rules(outputs, test_classes[photos], thresholds, forgotten_mask, bank, knn_k)
     return {"per_unit": per_unit, "mem_accuracy": float((real["probs"].argmax(1) == test_classes[photos]).mean())}
-
-
-def _center_crop(images: np.ndarray, size: int) -> np.ndarray:
-    """Training images are stored AUGMENT_MARGIN larger: center crop back to the test size."""
-    offset = (images.shape[1] - size) // 2
-    return np.ascontiguousarray(images[:, offset:offset + size, offset:offset + size])
 
 
 def _log_row(row: dict) -> None:

@@ -211,6 +211,7 @@ def train(config: TrainConfig, run_dir, data: Optional[PreparedData] = None,
     data = data or prepare_data(config, clip.image_size)
     forget, memorize = resolve_domains(data.dataset, config.forget, config.memorize)
     forget = forget + data.rendered_domains
+    clip.model.cpu()  # built on the CPU, as the prompts expect, also when an earlier run left it on a GPU
     model = build_training_model(config, clip, data).to(device)
     prompts = model.encoder.config
     ddl_weights = config.ddl_weights_for(float(model.logit_scale))
