@@ -11,7 +11,7 @@ from adu_perception.runtime.bundle import BundleError, load_bundle, sha256_file
 from adu_perception.runtime.decision import (FORGOTTEN_DOMAIN, LOW_CONFIDENCE, REPORTED, decide,
                                              describe)
 from adu_perception.runtime.images import preprocess
-from adu_perception.runtime.predictor import BackendError, Predictor, find_engine
+from adu_perception.runtime.predictor import ORT_PROVIDER, BackendError, Predictor, find_engine
 from ros_conftest_helpers import (color_bundle, copy_bundle, runtime_bundle,  # noqa: F401 (fixtures)
                                   solid, write_color_bundle)
 from test_open_set import GREEN, RED, TEAL, write_open_set_bundle
@@ -176,10 +176,16 @@ def test_describe_gives_top_k_and_json_ready_items():
 
 # -- predictor --------------------------------------------------------------------------------
 
-def test_predictor_runs_the_graph_on_cpu(runtime_bundle):
+def test_predictor_runs_the_graph_with_the_best_provider_here(runtime_bundle):
+    import onnxruntime as ort
+
     predictor = Predictor(runtime_bundle, backend="auto")
     bundle = predictor.bundle
-    assert predictor.backend == "onnxruntime-cpu"  # no GPU provider on this machine
+    # auto takes the first ONNX Runtime provider that this machine has (no engine in the bundle)
+    available = ort.get_available_providers()
+    assert predictor.backend == next(name for name in ("onnxruntime-tensorrt", "onnxruntime-cuda",
+                                                       "onnxruntime-cpu")
+                                     if ORT_PROVIDER[name] in available)
     rng = np.random.default_rng(0)
     batch = rng.integers(0, 256, (3, bundle.input_size, bundle.input_size, 3), dtype=np.uint8)
     out = predictor.predict(batch)
