@@ -127,6 +127,8 @@ def test_one_step_pretraining_saves_a_checkpoint_open_clip_loads_back(tmp_path):
     assert all(torch.equal(saved[k], v) for k, v in loaded.state_dict().items())
     torch.manual_seed(0)  # the pretraining's own initial weights: one step must have moved them
     initial, _, _ = open_clip.create_model_and_transforms(config.stem)
+    # the text tower too, not only the image tower compared below
+    assert not torch.equal(saved["text_projection"], initial.text_projection)
 
     direct, _, _ = open_clip.create_model_and_transforms(config.stem)
     direct.load_state_dict(saved)
