@@ -77,6 +77,5 @@ def class_text_embeddings(clip: FrozenClip, class_names: Sequence[str],
                           template: str = "a photo of a {}.") -> torch.Tensor:
     """Fixed text prompts through the frozen text encoder, L2-normalised: [C, E]."""
     prompts = [template.format(name.replace("_", " ")) for name in class_names]
-    # on the model's device: runs that share one FrozenClip leave it where the last one trained
-    tokens = clip.tokenizer(prompts).to(next(clip.model.parameters()).device)
+    tokens = clip.tokenizer(prompts)
     return torch.nn.functional.normalize(clip.model.encode_text(tokens).float(), dim=-1)

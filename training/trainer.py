@@ -169,7 +169,11 @@ def training_losses(model_out: dict, classes, domains, memorized_mask, config: T
 
 def build_training_model(config: TrainConfig, clip: FrozenClip, data: PreparedData) -> AduModel:
     """The untrained model of a run: prompts laid out by prompt_config, initialised from
-    config.seed (independent of what ran before), zero-shot class embeddings kept."""
+    config.seed (independent of what ran before), zero-shot class embeddings kept.
+
+    Built on the CPU, where the text prompts tokenise: a FrozenClip shared by several runs
+    (the benchmarks) is left on the GPU, in part, by the run before."""
+    clip.model.cpu()
     class_embeddings = class_text_embeddings(clip, data.dataset.classes, config.template)
     prompts = prompt_config(config, len(clip.model.visual.transformer.resblocks),
                             text_block_count(clip.model))
@@ -211,7 +215,6 @@ def train(config: TrainConfig, run_dir, data: Optional[PreparedData] = None,
     data = data or prepare_data(config, clip.image_size)
     forget, memorize = resolve_domains(data.dataset, config.forget, config.memorize)
     forget = forget + data.rendered_domains
-    clip.model.cpu()  # built on the CPU, as the prompts expect, also when an earlier run left it on a GPU
     model = build_training_model(config, clip, data).to(device)
     prompts = model.encoder.config
     ddl_weights = config.ddl_weights_for(float(model.logit_scale))
