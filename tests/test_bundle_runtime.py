@@ -11,7 +11,8 @@ from adu_perception.runtime.bundle import BundleError, load_bundle, sha256_file
 from adu_perception.runtime.decision import (FORGOTTEN_DOMAIN, LOW_CONFIDENCE, REPORTED, decide,
                                              describe)
 from adu_perception.runtime.images import preprocess
-from adu_perception.runtime.predictor import ORT_PROVIDER, BackendError, Predictor, find_engine
+from adu_perception.runtime.predictor import (AUTO_GPU_BACKENDS, ORT_PROVIDER, BackendError, Predictor,
+                                              find_engine)
 from ros_conftest_helpers import (color_bundle, copy_bundle, runtime_bundle,  # noqa: F401 (fixtures)
                                   solid, write_color_bundle)
 from test_open_set import GREEN, RED, TEAL, write_open_set_bundle
@@ -181,11 +182,10 @@ def test_predictor_runs_the_graph_with_the_best_provider_here(runtime_bundle):
 
     predictor = Predictor(runtime_bundle, backend="auto")
     bundle = predictor.bundle
-    # auto takes the first ONNX Runtime provider that this machine has (no engine in the bundle)
+    # auto takes the first GPU provider this machine's ONNX Runtime has, else the CPU (no engine)
     available = ort.get_available_providers()
-    assert predictor.backend == next(name for name in ("onnxruntime-tensorrt", "onnxruntime-cuda",
-                                                       "onnxruntime-cpu")
-                                     if ORT_PROVIDER[name] in available)
+    assert predictor.backend == next((name for name in AUTO_GPU_BACKENDS if ORT_PROVIDER[name] in available),
+                                     "onnxruntime-cpu")
     rng = np.random.default_rng(0)
     batch = rng.integers(0, 256, (3, bundle.input_size, bundle.input_size, 3), dtype=np.uint8)
     out = predictor.predict(batch)

@@ -126,12 +126,12 @@ def run_styles_benchmark(base: TrainConfig, methods: Sequence[str], families: Se
         calibration, cal_samples, _ = load_images(real.dataset.root, real.calibration, clip.image_size,
                                                   base.workers, "load calibration images")
         cal_classes = np.array([s.class_index for s in cal_samples])
+        cal_domains = np.array([s.domain_index for s in cal_samples])
         # The open-set bank as `adu export` builds it: the memorised training files decoded at
         # the input size (the trainer keeps them larger, for its random crops).
         bank_images, _, _ = load_images(real.dataset.root,
                                         [s for s in real.train if s.domain_index in memorized_ids],
                                         clip.image_size, base.workers, "load bank images")
-        cal_domains = np.array([s.domain_index for s in cal_samples])
         photos = np.isin(test_domains, memorized_ids)
         rendered_test = {f: render_batch(real.test_images[photos], f, seed) for f in families}
         units = ([None] if reference else []) + held_out_units(held_out_families, held_out_domains)

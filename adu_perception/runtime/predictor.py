@@ -33,6 +33,8 @@ BACKENDS = ("auto", "onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt
 ORT_PROVIDER = {"onnxruntime-cpu": "CPUExecutionProvider",
                 "onnxruntime-cuda": "CUDAExecutionProvider",
                 "onnxruntime-tensorrt": "TensorrtExecutionProvider"}
+# `auto` without a usable engine: the first of these whose provider ONNX Runtime has, else CPU.
+AUTO_GPU_BACKENDS = ("onnxruntime-tensorrt", "onnxruntime-cuda")
 # Engine precisions tried in this order when none is asked for (fp16 is `adu engine`'s default).
 ENGINE_PRECISIONS = ("fp16", "fp32", "int8")
 
@@ -103,7 +105,7 @@ class Predictor:
         import onnxruntime as ort
 
         available = ort.get_available_providers()
-        for name in ("onnxruntime-tensorrt", "onnxruntime-cuda"):
+        for name in AUTO_GPU_BACKENDS:
             if ORT_PROVIDER[name] in available:
                 try:
                     return _open_onnxruntime(self.bundle, name, threads)
