@@ -19,7 +19,9 @@ def demo_command(args) -> int:
         data=args.data, split_file=args.split_file, forget=csv_list(args.forget),
         memorize=csv_list(args.memorize), pretrain_images=args.pretrain_images,
         downstream_images=args.downstream_images, pretrain_epochs=args.pretrain_epochs,
-        shots=args.shots, epochs=args.epochs, domain_lr=args.domain_lr, rendered=args.rendered,
+        medium_captions=args.medium_captions,
+        shots=args.shots, calibration_shots=args.calibration_shots, epochs=args.epochs,
+        domain_lr=args.domain_lr, rendered=args.rendered,
         methods=csv_list(args.methods), drive_frames=args.drive_frames,
         context_margin=args.context_margin, force=args.force)
     try:
@@ -61,8 +63,14 @@ def register(subparsers) -> None:
                        "training, the rest for testing (default: %(default)s)")
     group.add_argument("--pretrain-epochs", type=int, default=defaults.pretrain_epochs,
                        help="tiny CLIP pretraining epochs (default: %(default)s)")
+    group.add_argument("--medium-captions", type=float, default=defaults.medium_captions,
+                       help="share of the tiny CLIP's pretraining steps whose captions name the medium "
+                       "(\"a pencil sketch of a car.\"), as many web captions do; 0: never (default: %(default)s)")
     group.add_argument("--shots", type=int, default=defaults.shots,
                        help="training images per (class, domain) (default: %(default)s)")
+    group.add_argument("--calibration-shots", type=int, default=defaults.calibration_shots,
+                       help="images per (class, domain) held out to choose the bundle's decision "
+                       "thresholds (default: %(default)s)")
     group.add_argument("--epochs", type=int, default=defaults.epochs, help="prompt-training epochs (default: %(default)s)")
     group.add_argument("--domain-lr", type=float, default=defaults.domain_lr,
                        help="opt-in: a separate learning rate for the domain classifier "

@@ -23,6 +23,10 @@ MODEL_NAME = CONFIG_PATH.stem  # open_clip names a config file's model after the
 CAPTION_TEMPLATES = ("a picture of a {}.", "a photo of a {}.", "an image of a {}.", "a {}.",
                      "there is a {} here.", "a view of a {}.")
 ZERO_SHOT_TEMPLATE = "a photo of a {}."
+# Captions that name the medium as well, as much of a web-scale caption set does ("a pencil
+# sketch of a car"): a real CLIP learns from them that a billboard poster is not a photo.
+MEDIUM_TEMPLATES = {"photo": "a real photograph of a {}.", "cartoon": "a cartoon drawing of a {}.",
+                    "sketch": "a pencil sketch of a {}.", "billboard": "a billboard poster showing a {}."}
 
 
 def register_config(config_path=CONFIG_PATH) -> str:
@@ -66,9 +70,20 @@ def _caption_tokens(tokenizer, classes: Sequence[str], templates: Sequence[str])
     return tokenizer([t.format(n) for t in templates for n in names])
 
 
+def _medium_caption_tokens(tokenizer, classes: Sequence[str], domains: Sequence[str]):
+    """Token ids [domains x classes, context] of the captions that name the medium."""
+    unknown = sorted(set(domains) - set(MEDIUM_TEMPLATES))
+    if unknown:
+        raise ValueError(f"no medium caption for domain(s) {', '.join(unknown)}; known: "
+                         f"{', '.join(MEDIUM_TEMPLATES)} (or pass medium_captions=0)")
+    names = [c.replace("_", " ") for c in classes]
+    return tokenizer([MEDIUM_TEMPLATES[d].format(n) for d in domains for n in names])
+
+
 def pretrain_tiny_clip(data_root, out_dir, epochs: int = 15, seed: int = 0, batch_size: int = 32,
                        lr: float = 1e-3, weight_decay: float = 0.05, warmup_fraction: float = 0.05,
                        temperature: Tuple[float, float] = (0.01, 0.07), patch_dropout: float = 0.5,
+                       medium_captions: float = 0.0,
                        config_path=CONFIG_PATH, progress: bool = True) -> Tuple[Path, Path]:
     """CLIP-style pretraining from scratch on `<data_root>/<domain>/<class>/*`.
 
@@ -106,9 +121,12 @@ def pretrain_tiny_clip(data_root, out_dir, epochs: int = 15, seed: int = 0, batc
     mean = getattr(model.visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN
     std = getattr(model.visual, "image_std", None) or open_clip.OPENAI_DATASET_STD
 
-    images, labels, _, classes, domains = load_image_folder(data_root, size)
+    images, labels, domain_ids, classes, domains = load_image_folder(data_root, size)
     images, labels = torch.from_numpy(images), torch.from_numpy(labels)
     tokens = _caption_tokens(tokenizer, classes, CAPTION_TEMPLATES).view(len(CAPTION_TEMPLATES), len(classes), -1)
+    # With medium captions, a step's targets are (domain, class) pairs: caption d * C + c.
+    medium_tokens = _medium_caption_tokens(tokenizer, classes, domains) if medium_captions > 0 else None
+    pair_labels = torch.from_numpy(domain_ids) * len(classes) + labels
     log.info("pretraining %s on %d images (%s; %s)", name, len(images), ", ".join(classes), ", ".join(domains))
 
     # The usual CLIP recipe: no weight decay on gains, biases and embeddings.
@@ -134,21 +152,26 @@ def pretrain_tiny_clip(data_root, out_dir, epochs: int = 15, seed: int = 0, batc
             index = order[i:i + batch_size]
             x = _augment(to_model_input(images[index], mean, std), generator)
             y = labels[index]
-            template = torch.randint(len(CAPTION_TEMPLATES), (), generator=generator)
+            named = medium_tokens is not None and torch.rand((), generator=generator) < medium_captions
+            if named:
+                captions, target = medium_tokens, pair_labels[index]
+            else:
+                captions = tokens[torch.randint(len(CAPTION_TEMPLATES), (), generator=generator)]
+                target = y
             done = step / max(1, total - 1)  # geometric interpolation between the temperatures
             model.logit_scale.fill_(-(1 - done) * math.log(temperature[0]) - done * math.log(temperature[1]))
 
             image_features = F.normalize(model.encode_image(x), dim=-1)
-            text_features = F.normalize(model.encode_text(tokens[template]), dim=-1)
+            text_features = F.normalize(model.encode_text(captions), dim=-1)
             logits = model.logit_scale.exp() * image_features @ text_features.T
-            loss = F.cross_entropy(logits, y)
+            loss = F.cross_entropy(logits, target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
 
             step += 1
-            correct += (logits.argmax(-1) == y).sum().item()
+            correct += (logits.argmax(-1) % len(classes) == y).sum().item()
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}", acc=f"{correct / (i + len(index)):.3f}")
     bar.close()

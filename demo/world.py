@@ -602,9 +602,15 @@ def _billboard_scene(parts, size, rng, big):
 
 # --------------------------------------------------------------------------- public API
 def render_object(cls: str, domain: str, rng: np.random.Generator, size: int = 64) -> np.ndarray:
-    """One random `cls` object drawn in `domain`: HxWx3 uint8 RGB, size x size."""
+    """One random `cls` object drawn in `domain`: HxWx3 uint8 RGB, size x size. Photos and
+    billboards are close-ups, or (ROADSIDE_SHARE of them) cut from a road scene as the
+    drive's camera and detector frame them."""
     if domain not in DOMAINS:
         raise ValueError(f"unknown domain {domain!r}; expected one of {', '.join(DOMAINS)}")
+    if domain in ("photo", "billboard") and rng.random() < ROADSIDE_SHARE:
+        image = _roadside_image(cls, domain, rng, size)
+        if image is not None:
+            return image
     big = size * SUPERSAMPLE
     parts, (w, h) = object_parts(cls, rng)
     if domain == "billboard":
@@ -632,6 +638,49 @@ def render_object(cls: str, domain: str, rng: np.random.Generator, size: int = 6
         _draw_sketch(canvas, placed, rng, big)
     image = cv2.resize(np.clip(canvas, 0, 255), (size, size), interpolation=cv2.INTER_AREA)
     return np.round(image).astype(np.uint8)
+
+
+def _roadside_position(cls, domain, rng):
+    """Lateral position and depth (m) where the drive shows such an object."""
+    side = rng.choice([-1, 1])
+    if domain == "billboard":
+        return side * rng.uniform(8.5, 10), rng.uniform(26, 56)
+    if cls in KERB:
+        return side * rng.uniform(5.5, 6.5), rng.uniform(9, 27)
+    return side * rng.uniform(1.8, 2.6), rng.uniform(20, 44)
+
+
+def _roadside_image(cls, domain, rng, size, tries: int = 20):
+    """`cls` as a photo or billboard on a road scene, framed as the drive frames it: sometimes
+    something farther away behind it, the sensor at frame resolution, then its square region
+    cut out and resized. None if no placement of `tries` lands inside the frame."""
+    width, height = ROADSIDE_FRAME
+    scene, project, _, focal = _road_scene(rng, ROADSIDE_FRAME)
+    parts, dims = object_parts(cls, rng)
+    for _ in range(tries):
+        x, z = _roadside_position(cls, domain, rng)
+        canvas = scene.copy()
+        if rng.random() < 0.5:  # a road user or billboard behind it, as on a busy road
+            other = CLASSES[rng.integers(len(CLASSES))]
+            other_domain = "billboard" if rng.random() < 0.3 else "photo"
+            other_x, other_z = _roadside_position(other, other_domain, rng)
+            _draw_road_object(canvas, other, other_domain, object_parts(other, rng), rng, other_x,
+                              max(other_z, z + 5), project, focal)
+        box = _draw_road_object(canvas, cls, domain, (parts, dims), rng, x, z, project, focal)
+        if box is not None and box[2] >= _MIN_REGION * height:
+            left, top, side, _ = box
+            crop = _sensor(canvas[top:top + side, left:left + side], rng)
+            return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
+    return None
+
+
+def _draw_road_object(canvas, cls, domain, shape, rng, x, z, project, focal):
+    """Draw one road user (photo) or billboard at (x, z); its square region, or None if cut."""
+    parts, dims = shape
+    height, width = canvas.shape[:2]
+    if domain == "billboard":
+        return _drive_billboard(canvas, parts, dims, rng, x, z, project, width, height)[1]
+    return _drive_object(canvas, parts, dims, rng, cls, x, z, project, focal, width, height)[1]
 
 
 def image_rng(seed: int, domain: str, cls: str, index: int) -> np.random.Generator:
@@ -665,6 +714,11 @@ _CAMERA_HEIGHT = 1.5
 _CONTEXT = 0.75         # the object fills this much of its region, as in the training images
 _MIN_REGION = 0.12      # regions smaller than this fraction of the frame height are not reported
 _MAX_OCCLUDED = 0.2     # nor objects whose box is covered more than this by nearer ones
+KERB = ("pedestrian", "bicycle", "traffic_sign")
+# Training images framed as the drive frames its objects: a share of the photos and billboards
+# are cut from a road scene (a smaller frame than the drive's, so cheaper; the same optics).
+ROADSIDE_SHARE = 0.5
+ROADSIDE_FRAME = (960, 540)
 
 
 @dataclass
@@ -716,6 +770,28 @@ def _covered(box, nearer) -> float:
     return float(hidden.mean())
 
 
+def _road_scene(rng, size):
+    """The drive camera's view of an empty straight road: sky and skyline, verges, pavement,
+    asphalt. Returns (canvas float32 HxWx3, project(x, z, up) -> pixel, depth at the bottom
+    row, focal length in pixels)."""
+    width, height = size
+    focal, horizon = 0.8 * width, int(height * rng.uniform(0.4, 0.46))
+    canvas = np.zeros((height, width, 3), np.float32)
+    _sky_and_skyline(canvas, rng, horizon)
+    canvas[horizon:] = _pick(rng, [(85, 120, 60), (120, 115, 80)], 8)  # verges
+
+    def project(x, z, up=0.0):
+        return np.array([width / 2 + focal * x / z, horizon + focal * (_CAMERA_HEIGHT - up) / z])
+
+    near = focal * _CAMERA_HEIGHT / (height - horizon)  # depth at the bottom row
+    far = 400.0
+    for half, colour in ((9.0, (165, 165, 160)), (7.0, (90, 90, 92))):  # pavement, then asphalt
+        road = np.array([project(-half, far), project(half, far), project(half, near), project(-half, near)])
+        _blend(canvas, road, colour)
+    canvas[horizon:] += _mottle(rng, height - horizon, width, 6)
+    return canvas, project, near, focal
+
+
 def render_drive(n_frames: int, seed: int, size=(1280, 720)):
     """Frames of a road scene with real road users and roadside billboards of vehicles.
 
@@ -729,23 +805,9 @@ def render_drive(n_frames: int, seed: int, size=(1280, 720)):
     """
     width, height = size
     rng = np.random.default_rng([seed, 1])
-    focal, horizon = 0.8 * width, int(height * rng.uniform(0.4, 0.46))
-    background = np.zeros((height, width, 3), np.float32)
-    _sky_and_skyline(background, rng, horizon)
-    background[horizon:] = _pick(rng, [(85, 120, 60), (120, 115, 80)], 8)  # verges
-
-    def project(x, z, up=0.0):
-        return np.array([width / 2 + focal * x / z, horizon + focal * (_CAMERA_HEIGHT - up) / z])
-
-    near = focal * _CAMERA_HEIGHT / (height - horizon)  # depth at the bottom row
-    far = 400.0
-    for half, colour in ((9.0, (165, 165, 160)), (7.0, (90, 90, 92))):  # pavement, then asphalt
-        road = np.array([project(-half, far), project(half, far), project(half, near), project(-half, near)])
-        _blend(background, road, colour)
-    background[horizon:] += _mottle(rng, height - horizon, width, 6)
+    background, project, near, focal = _road_scene(rng, size)
 
     side = rng.choice([-1, 1])
-    kerb = ("pedestrian", "bicycle", "traffic_sign")
     phase = lambda span: rng.uniform(0, span)
     first = lambda: int(rng.integers(3))  # every class list here has 3 classes
     # Billboards half a range apart on either side, so one is always in view; vehicles in
@@ -754,8 +816,8 @@ def render_drive(n_frames: int, seed: int, size=(1280, 720)):
               _Actor(1, "billboard", -side * rng.uniform(8.5, 10), (26, 56), 41 + phase(15), first=first()),
               _Actor(2, "photo", side * 2.2, (20, 44), 20 + phase(24), speed=1.2, first=first()),
               _Actor(3, "photo", -side * 2.2, (20, 44), 20 + phase(24), speed=3.0, first=first()),
-              _Actor(4, "photo", side * rng.uniform(5.5, 6.5), (9, 27), 9 + phase(18), classes=kerb, first=first()),
-              _Actor(5, "photo", -side * rng.uniform(5.5, 6.5), (9, 27), 9 + phase(18), classes=kerb, first=first())]
+              _Actor(4, "photo", side * rng.uniform(5.5, 6.5), (9, 27), 9 + phase(18), classes=KERB, first=first()),
+              _Actor(5, "photo", -side * rng.uniform(5.5, 6.5), (9, 27), 9 + phase(18), classes=KERB, first=first())]
     frames = []
     for t in range(n_frames):
         canvas = background.copy()

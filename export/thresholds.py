@@ -43,8 +43,8 @@ def choose_thresholds(probs: np.ndarray, domain_probs: np.ndarray, classes: np.n
     `real_similarity_grid` unless grid values are given.
 
     Ties on forgotten suppression go to the combination keeping more correct memorized
-    predictions, then to the lower thresholds (suppress no more than needed): lower
-    forgotten_domain first, then confidence, then min_real_similarity.
+    predictions, then to the lower confidence and min_real_similarity (suppress no more than
+    needed), then to the middle of the tied forgotten_domain values (the widest margin).
     """
     memorized, forgotten, correct = _groups(probs, classes, domains, memorized_ids, forgotten_ids)
     if not correct.any() or not forgotten.any():
@@ -83,19 +83,25 @@ def choose_thresholds(probs: np.ndarray, domain_probs: np.ndarray, classes: np.n
     valid = kept / n_correct >= keep
     if not valid.any():
         raise ValueError(f"no thresholds keep {keep:.0%} of the correct memorized predictions")
-    f, c, r = np.meshgrid(np.arange(len(fd_grid)), np.arange(len(conf_grid)),
-                          np.arange(len(rs_grid)), indexing="ij")
-    # lexsort: the last key is the primary one; grids ascend, so index order = value order.
-    order = np.lexsort((-r[valid], -c[valid], -f[valid], kept[valid], suppressed[valid]))
-    best = order[-1]
-    confidence = float(conf_grid[c[valid][best]])
-    forgotten_domain = float(fd_grid[f[valid][best]])
-    min_real_similarity = None if real_similarity is None else float(rs_grid[r[valid][best]])
+    best_suppressed = suppressed[valid].max()
+    best = valid & (suppressed == best_suppressed)
+    best &= kept == kept[best].max()
+    # Ties: the lowest confidence, then the lowest min_real_similarity (suppress no more
+    # than needed), then the middle of the tied forgotten_domain range: for fixed c and r
+    # the tied values are contiguous, and the middle keeps the widest margin to both the
+    # real and the illustrated calibration items nearest the threshold.
+    c = np.flatnonzero(best.any(axis=(0, 2)))[0]
+    r = np.flatnonzero(best[:, c, :].any(axis=0))[0]
+    tied = np.flatnonzero(best[:, c, r])
+    f = tied[len(tied) // 2]
+    confidence = float(conf_grid[c])
+    forgotten_domain = float(fd_grid[f])
+    min_real_similarity = None if real_similarity is None else float(rs_grid[r])
     result = score_thresholds(probs, domain_probs, classes, domains, memorized_ids, forgotten_ids,
                               confidence, forgotten_domain, real_similarity, min_real_similarity)
     # The search must agree with decide() itself (one rule, one place).
     if (result["n_memorized_correct_kept"], result["n_forgotten_suppressed"]) != (
-            int(kept[valid][best]), int(suppressed[valid][best])):
+            int(kept[f, c, r]), int(suppressed[f, c, r])):
         raise RuntimeError("threshold search disagrees with runtime.decision.decide")
     result["target_memorized_correct_kept"] = keep
     return result

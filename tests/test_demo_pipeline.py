@@ -9,8 +9,8 @@ from adu_perception.demo.drive import GOALS, summarise_drive
 from adu_perception.demo.pipeline import DemoOptions, prepare_out_dir, run_demo
 from ros_conftest_helpers import ros_domain  # noqa: F401  (autouse: a ROS domain of our own)
 
-TOY = dict(seed=3, pretrain_images=4, downstream_images=10, pretrain_epochs=1, shots=2, epochs=1,
-           drive_frames=2)
+TOY = dict(seed=3, pretrain_images=4, downstream_images=10, pretrain_epochs=1, shots=2,
+           calibration_shots=2, epochs=1, drive_frames=2)
 
 
 @pytest.fixture(scope="module")

@@ -35,6 +35,31 @@ def test_domain_styles_differ_the_way_they_should():
     assert all((img.max(-1) < 40).mean() > 0.02 for img in cartoons)  # black ink outlines
 
 
+@pytest.mark.parametrize("domain", ["photo", "billboard"])
+def test_roadside_images_are_cut_from_a_road_scene_as_the_drive_frames_them(domain):
+    images = [world._roadside_image("car", domain, np.random.default_rng(seed), 64) for seed in range(4)]
+    assert all(image is not None and image.shape == (64, 64, 3) and image.dtype == np.uint8 for image in images)
+    again = world._roadside_image("car", domain, np.random.default_rng(0), 64)
+    assert np.array_equal(images[0], again)  # seeded
+    assert not np.array_equal(images[0], images[1])
+    # A placement that can never be in view (no tries) gives None, and render_object falls
+    # back to a close-up for it.
+    assert world._roadside_image("car", domain, np.random.default_rng(0), 64, tries=0) is None
+
+
+def test_a_share_of_photos_and_billboards_come_from_road_scenes(monkeypatch):
+    calls = []
+    real = world._roadside_image
+    monkeypatch.setattr(world, "_roadside_image", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    for domain in world.DOMAINS:
+        for seed in range(40):
+            render("bus", domain, seed, size=32)
+    assert set(calls) == {"photo", "billboard"}  # never for the drawn domains
+    for domain in ("photo", "billboard"):
+        share = calls.count(domain) / 40
+        assert abs(share - world.ROADSIDE_SHARE) < 0.25
+
+
 def test_unknown_class_or_domain_is_refused():
     with pytest.raises(ValueError, match="unknown class"):
         render("horse", "photo", 0)
@@ -143,3 +168,24 @@ def test_one_step_pretraining_saves_a_checkpoint_open_clip_loads_back(tmp_path):
 
     accuracy = tiny_clip.zero_shot_accuracy(config.stem, checkpoint, data, config_path=str(config))
     assert set(accuracy) == set(world.DOMAINS) and all(0 <= a <= 1 for a in accuracy.values())
+
+
+def test_medium_captions_name_each_domain_and_change_what_pretraining_learns(tmp_path):
+    import open_clip
+    import torch
+
+    tokenizer = open_clip.get_tokenizer(tiny_clip.register_config())
+    tokens = tiny_clip._medium_caption_tokens(tokenizer, ["car", "traffic_sign"], ["photo", "sketch"])
+    expected = tokenizer(["a real photograph of a car.", "a real photograph of a traffic sign.",
+                          "a pencil sketch of a car.", "a pencil sketch of a traffic sign."])
+    assert torch.equal(tokens, expected)  # domain-major: caption d * C + c
+    with pytest.raises(ValueError, match="no medium caption for domain.*painting"):
+        tiny_clip._medium_caption_tokens(tokenizer, ["car"], ["photo", "painting"])
+
+    data = world.generate_dataset(tmp_path / "data", per_class_domain=1, size=64, seed=4, progress=False)
+    weights = {}
+    for share in (0.0, 1.0):
+        _, checkpoint = tiny_clip.pretrain_tiny_clip(data, tmp_path / f"out{share}", epochs=1, seed=0,
+                                                     medium_captions=share, progress=False)
+        weights[share] = torch.load(checkpoint, weights_only=True)
+    assert not torch.equal(weights[0.0]["text_projection"], weights[1.0]["text_projection"])

@@ -319,7 +319,9 @@ def test_threshold_search_suppresses_what_it_can_and_keeps_what_it_must():
     domains = np.array([0] * 20 + [1] * 20)
     result = choose_thresholds(probs, domain_probs, classes, domains, [0], [1])
     assert result["memorized_correct_kept"] == 1.0 and result["forgotten_suppressed"] == 1.0
-    assert (result["forgotten_domain"], result["confidence"]) == (0.41, 0.56)  # lowest that work
+    # forgotten_domain: the middle of the tied 0.41..0.80 (the widest margin to both groups);
+    # confidence: the lowest that works (suppress no more than needed).
+    assert (result["forgotten_domain"], result["confidence"]) == (0.61, 0.56)
     assert result["n_forgotten_suppressed"] == 20 and result["n_memorized_correct_kept"] == 20
     # Asking to keep more than is possible at any suppression level still keeps enough.
     assert choose_thresholds(probs, domain_probs, classes, domains, [0], [1], keep=1.0)[
