@@ -1,6 +1,6 @@
 """`adu demo`: the whole pipeline, end to end, on an embedded default.
 
-generated world -> tiny open_clip pretrained on it (domain-agnostic captions)
+generated world -> tiny open_clip pretrained on it (captions name the class, half also the medium)
 -> Baseline and ADU prompts forgetting the illustration domains -> Mem / For / H
 -> ONNX bundle with parity check -> the real ROS 2 node over a generated drive -> report.
 

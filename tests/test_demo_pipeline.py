@@ -29,6 +29,8 @@ def test_demo_writes_every_artifact_it_reports(demo_run):
     manifest = json.loads((out / "bundle" / "manifest.json").read_text())
     assert manifest["forgotten_domains"] == ["cartoon", "sketch", "billboard"]
     assert manifest["memorized_domains"] == ["photo"]
+    # the demo's --calibration-shots reached training: that many images per (class, domain)
+    assert manifest["thresholds"]["calibration"]["n_forgotten"] == TOY["calibration_shots"] * 6 * 3
     assert "| adu |" in printed and "| baseline |" in printed and "| zero-shot CLIP |" in printed
 
 
