@@ -23,6 +23,7 @@ def demo_command(args) -> int:
         shots=args.shots, calibration_shots=args.calibration_shots, epochs=args.epochs,
         domain_lr=args.domain_lr, rendered=args.rendered,
         methods=csv_list(args.methods), drive_frames=args.drive_frames,
+        unseen_style_images=args.unseen_style_images,
         context_margin=args.context_margin, force=args.force)
     try:
         run_demo(options)
@@ -83,6 +84,9 @@ def register(subparsers) -> None:
                        "(default: %(default)s)")
     group.add_argument("--drive-frames", type=int, default=defaults.drive_frames,
                        help="generated drive frames sent through the node; 0 skips the drive (default: %(default)s)")
+    group.add_argument("--unseen-style-images", type=int, default=defaults.unseen_style_images,
+                       help="fresh photos per class re-drawn in each `adu stylize` family (styles the "
+                       "demo never trains on) and scored with the bundle; 0 skips (default: %(default)s)")
     group.add_argument("--context-margin", type=float, default=defaults.context_margin,
                        help="the node's context_margin for the drive: grow each box by this "
                        "fraction per side before cropping (default: the node's default)")

@@ -53,6 +53,8 @@ class DemoOptions:
     rendered: str = "off"
     methods: Sequence[str] = ("baseline", "adu")
     drive_frames: int = 48         # every class appears within 24; 48 shows more distinct objects
+    # fresh photos per class re-drawn in every `adu stylize` family (styles never trained on); 0 skips
+    unseen_style_images: int = 20
     # the node's context_margin for the drive (None: the node's own default)
     context_margin: Optional[float] = None
     force: bool = False
@@ -143,6 +145,14 @@ def run_demo(options: DemoOptions, echo=print) -> Dict:
     if generated and options.drive_frames > 0:
         drive = _run_drive(out, bundle, options, echo)
         timings["drive through the ROS 2 node"] = drive["seconds"]
+    unseen = None
+    if generated and options.unseen_style_images > 0:
+        from .unseen_styles import score_unseen_styles
+
+        t0 = time.monotonic()
+        echo("[demo] unseen styles: fresh photos re-drawn in the 8 `adu stylize` families")
+        unseen = score_unseen_styles(bundle, options.seed, options.unseen_style_images)
+        step("unseen styles", t0)
     timings["total"] = round(time.monotonic() - started, 1)
 
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -152,7 +162,7 @@ def run_demo(options: DemoOptions, echo=print) -> Dict:
               "zero_shot_by_domain_full_world": zero_shot_by_domain,
               "forgotten_domains": forget, "memorized_domains": manifest["memorized_domains"],
               "thresholds": manifest["thresholds"], "parity": manifest["parity"],
-              "drive": drive, "timings_s": timings, "seed": options.seed,
+              "drive": drive, "unseen_styles": unseen, "timings_s": timings, "seed": options.seed,
               "artifacts": _artifacts(out, bundle, export_run, drive is not None)}
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     text = format_report(report)
@@ -231,6 +241,13 @@ def format_report(report: Dict) -> str:
         for goal in drive["goals"]:
             lines.append(f"| {goal['name']} | {100 * goal['rate']:.1f}% ({goal['count']} of {goal['of']}) | "
                          f">= {100 * goal['target']:.0f}% | {'yes' if goal['met'] else 'no'} |")
+    unseen = report.get("unseen_styles")
+    if unseen:
+        per_family = ", ".join(f"{f} {100 * r:.0f}%" for f, r in unseen["suppressed"].items())
+        lines += ["", f"Unseen illustration styles ({unseen['images_per_family']} fresh photos re-drawn in "
+                  f"each family, none of them trained on): {100 * unseen['mean_suppressed']:.1f}% suppressed "
+                  f"on average ({per_family}); {100 * unseen['real_correct_reported']:.1f}% of the "
+                  f"{unseen['real_correct']} correctly classified originals reported."]
     lines += ["", "Artifacts:"] + [f"- {name}: {path}" for name, path in report["artifacts"].items()]
     lines += ["", "Time: " + ", ".join(f"{k} {v:.0f} s" for k, v in report["timings_s"].items())]
     return "\n".join(lines)

@@ -10,7 +10,7 @@ from adu_perception.demo.pipeline import DemoOptions, prepare_out_dir, run_demo
 from ros_conftest_helpers import ros_domain  # noqa: F401  (autouse: a ROS domain of our own)
 
 TOY = dict(seed=3, pretrain_images=4, downstream_images=10, pretrain_epochs=1, shots=2,
-           calibration_shots=2, epochs=1, drive_frames=2)
+           calibration_shots=2, epochs=1, drive_frames=2, unseen_style_images=1)
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +42,21 @@ def test_demo_scores_are_consistent_percentages(demo_run):
         harmonic = 0 if mem + forget == 0 else 2 * mem * forget / (mem + forget)
         assert scores["h"] == pytest.approx(harmonic, abs=0.02)
     assert report["parity"]["top1_agreement"] == 1.0
+
+
+def test_unseen_styles_are_scored_by_the_bundle_in_every_stylize_family(demo_run):
+    from adu_perception.training.stylize import FAMILIES
+
+    _, report, printed = demo_run
+    unseen = report["unseen_styles"]
+    assert list(unseen["suppressed"]) == list(FAMILIES)  # none of them is a demo domain
+    assert not set(FAMILIES) & set(report["forgotten_domains"] + report["memorized_domains"])
+    assert unseen["images_per_family"] == 6  # one fresh photo per class
+    assert all(0 <= rate <= 1 for rate in unseen["suppressed"].values())
+    assert unseen["mean_suppressed"] == pytest.approx(sum(unseen["suppressed"].values()) / len(FAMILIES),
+                                                      abs=1e-4)
+    assert 0 <= unseen["real_correct"] <= 6 and 0 <= unseen["real_correct_reported"] <= 1
+    assert "Unseen illustration styles (6 fresh photos" in printed
 
 
 def test_every_drive_object_got_an_answer_from_the_node(demo_run):
