@@ -404,6 +404,9 @@ def _foreground_mask(image: np.ndarray, rng) -> np.ndarray:
     if 0.02 < seed.mean() < 0.85:
         mask = np.where(seed, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
         models = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+        # GrabCut starts its colour models from OpenCV's global RNG: fix it, or the same
+        # image and seed give a different silhouette from call to call.
+        cv2.setRNGSeed(0)
         cv2.grabCut(small, mask, None, *models, 2, cv2.GC_INIT_WITH_MASK)
         fg = np.isin(mask, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.uint8)
     fg = cv2.morphologyEx(fg, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
