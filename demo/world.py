@@ -644,10 +644,10 @@ def _roadside_position(cls, domain, rng):
     """Lateral position and depth (m) where the drive shows such an object."""
     side = rng.choice([-1, 1])
     if domain == "billboard":
-        return side * rng.uniform(8.5, 10), rng.uniform(26, 56)
+        return side * rng.uniform(*BILLBOARD_X), rng.uniform(*BILLBOARD_Z)
     if cls in KERB:
-        return side * rng.uniform(5.5, 6.5), rng.uniform(9, 27)
-    return side * rng.uniform(1.8, 2.6), rng.uniform(20, 44)
+        return side * rng.uniform(*KERB_X), rng.uniform(*KERB_Z)
+    return side * rng.uniform(LANE_X - 0.4, LANE_X + 0.4), rng.uniform(*LANE_Z)
 
 
 def _roadside_image(cls, domain, rng, size, tries: int = 20):
@@ -715,6 +715,11 @@ _CONTEXT = 0.75         # the object fills this much of its region, as in the tr
 _MIN_REGION = 0.12      # regions smaller than this fraction of the frame height are not reported
 _MAX_OCCLUDED = 0.2     # nor objects whose box is covered more than this by nearer ones
 KERB = ("pedestrian", "bicycle", "traffic_sign")
+# Where the drive shows each kind of object: lateral offset from the road's centre and the
+# depths at which it is on screen (m). The world's roadside images use the same places.
+LANE_X, LANE_Z = 2.2, (20, 44)
+KERB_X, KERB_Z = (5.5, 6.5), (9, 27)
+BILLBOARD_X, BILLBOARD_Z = (8.5, 10), (26, 56)
 # Training images framed as the drive frames its objects: a share of the photos and billboards
 # are cut from a road scene (a smaller frame than the drive's, so cheaper; the same optics).
 ROADSIDE_SHARE = 0.5
@@ -812,12 +817,12 @@ def render_drive(n_frames: int, seed: int, size=(1280, 720)):
     first = lambda: int(rng.integers(3))  # every class list here has 3 classes
     # Billboards half a range apart on either side, so one is always in view; vehicles in
     # the two lanes (the oncoming one faster); people, bicycles and signs at both kerbs.
-    actors = [_Actor(0, "billboard", side * rng.uniform(8.5, 10), (26, 56), 26 + phase(15), first=first()),
-              _Actor(1, "billboard", -side * rng.uniform(8.5, 10), (26, 56), 41 + phase(15), first=first()),
-              _Actor(2, "photo", side * 2.2, (20, 44), 20 + phase(24), speed=1.2, first=first()),
-              _Actor(3, "photo", -side * 2.2, (20, 44), 20 + phase(24), speed=3.0, first=first()),
-              _Actor(4, "photo", side * rng.uniform(5.5, 6.5), (9, 27), 9 + phase(18), classes=KERB, first=first()),
-              _Actor(5, "photo", -side * rng.uniform(5.5, 6.5), (9, 27), 9 + phase(18), classes=KERB, first=first())]
+    actors = [_Actor(0, "billboard", side * rng.uniform(*BILLBOARD_X), BILLBOARD_Z, 26 + phase(15), first=first()),
+              _Actor(1, "billboard", -side * rng.uniform(*BILLBOARD_X), BILLBOARD_Z, 41 + phase(15), first=first()),
+              _Actor(2, "photo", side * LANE_X, LANE_Z, 20 + phase(24), speed=1.2, first=first()),
+              _Actor(3, "photo", -side * LANE_X, LANE_Z, 20 + phase(24), speed=3.0, first=first()),
+              _Actor(4, "photo", side * rng.uniform(*KERB_X), KERB_Z, 9 + phase(18), classes=KERB, first=first()),
+              _Actor(5, "photo", -side * rng.uniform(*KERB_X), KERB_Z, 9 + phase(18), classes=KERB, first=first())]
     frames = []
     for t in range(n_frames):
         canvas = background.copy()
