@@ -39,7 +39,7 @@ def register(subparsers) -> None:
         description="Generate a small driving world (photo, cartoon, sketch, billboard), pretrain a "
         "tiny CLIP on it, train Baseline and ADU prompts that forget the illustration domains, "
         "report Mem/For/H, export an ONNX bundle, and run the real ROS 2 node over a generated "
-        "drive. About 7.5 minutes on 2 idle CPU cores. With --data and a real CLIP the same steps run "
+        "drive. About 9.5 minutes on 2 idle CPU cores. With --data and a real CLIP the same steps run "
         "on your dataset (the drive is skipped).")
     demo.add_argument("--out", default=str(defaults.out),
                       help="output folder, replaced on a rerun (default: %(default)s)")

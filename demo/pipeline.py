@@ -33,7 +33,7 @@ class DemoOptions:
     split_file: Optional[str] = None
     forget: List[str] = field(default_factory=list)   # default: the illustration domains
     memorize: List[str] = field(default_factory=list)
-    # sizes (defaults: about 7.5 minutes on 2 idle CPU cores, measured)
+    # sizes (defaults: about 9.5 minutes on 2 idle CPU cores, measured)
     pretrain_images: int = 300      # per (class, domain), for the tiny CLIP
     downstream_images: int = 48     # per (class, domain), for unlearning (shots, calibration, test)
     pretrain_epochs: int = 20
