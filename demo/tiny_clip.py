@@ -7,8 +7,10 @@ entangled): the starting point ADU needs. Like web captions, some also name the 
 pencil sketch of a car.", `medium_captions`): without them a linear probe on its image
 embeddings recognised 61-72 % of the photos and billboards as such, where a real CLIP knows a
 poster from a photo; with half the steps naming the medium, 95-99 % (a one-off probe: seed 0,
-8 and 20 shots per class and domain, the world before its roadside crops). It is an ordinary open_clip model: its JSON config and a
-plain state_dict load through `open_clip.create_model_and_transforms(name, pretrained=path)`.
+8 and 20 shots per class and domain, the world before its roadside crops).
+
+It is an ordinary open_clip model: its JSON config and a plain state_dict load through
+`open_clip.create_model_and_transforms(name, pretrained=path)`.
 """
 import logging
 import math
@@ -94,8 +96,8 @@ def pretrain_tiny_clip(data_root, out_dir, epochs: int = 15, seed: int = 0, batc
     Loss: image-to-text cross-entropy over the class captions (each image against the
     captions of every class, in a caption template drawn per step). With `medium_captions`
     > 0, that share of the steps uses MEDIUM_TEMPLATES instead: each image against the
-    captions of every (domain, class) pair. AdamW with linear
-    warm-up then cosine decay; light augmentation (zoom, shift, flip) and patch dropout.
+    captions of every (domain, class) pair. AdamW with linear warm-up then cosine decay;
+    light augmentation (zoom, shift, flip) and patch dropout.
     The demo's sizes (7,200 64-px images, 20 epochs) took 335-390 s on 2 idle CPU cores.
 
     Writes `<out_dir>/<name>.json` (a copy of the config) and `<out_dir>/<name>.pt` (the

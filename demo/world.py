@@ -666,7 +666,7 @@ def _roadside_image(cls, domain, rng, size, tries: int = 20):
             other_x, other_z = _roadside_position(other, other_domain, rng)
             _draw_road_object(canvas, other, other_domain, object_parts(other, rng), rng, other_x,
                               max(other_z, z + 5), project, focal)
-        box = _draw_road_object(canvas, cls, domain, (parts, dims), rng, x, z, project, focal)
+        _, box = _draw_road_object(canvas, cls, domain, (parts, dims), rng, x, z, project, focal)
         if box is not None and box[2] >= _MIN_REGION * height:
             left, top, side, _ = box
             crop = _sensor(canvas[top:top + side, left:left + side], rng)
@@ -675,12 +675,13 @@ def _roadside_image(cls, domain, rng, size, tries: int = 20):
 
 
 def _draw_road_object(canvas, cls, domain, shape, rng, x, z, project, focal):
-    """Draw one road user (photo) or billboard at (x, z); its square region, or None if cut."""
+    """Draw one road user (photo) or billboard at (x, z), as the drive does: (its drawn
+    bounds, its square region or None if cut by the frame edge)."""
     parts, dims = shape
     height, width = canvas.shape[:2]
     if domain == "billboard":
-        return _drive_billboard(canvas, parts, dims, rng, x, z, project, width, height)[1]
-    return _drive_object(canvas, parts, dims, rng, cls, x, z, project, focal, width, height)[1]
+        return _drive_billboard(canvas, parts, dims, rng, x, z, project, width, height)
+    return _drive_object(canvas, parts, dims, rng, cls, x, z, project, focal, width, height)
 
 
 def image_rng(seed: int, domain: str, cls: str, index: int) -> np.random.Generator:
@@ -837,12 +838,8 @@ def render_drive(n_frames: int, seed: int, size=(1280, 720)):
             z, cycle = actor.depth(t)
             look = np.random.default_rng([seed, 2, actor.key, cycle + 10_000])
             cls = actor.cls(cycle)
-            parts, (w, h) = object_parts(cls, look)
-            if actor.domain == "billboard":
-                bounds, box = _drive_billboard(canvas, parts, (w, h), look, actor.x, z, project, width, height)
-            else:
-                bounds, box = _drive_object(canvas, parts, (w, h), look, cls, actor.x, z, project, focal,
-                                            width, height)
+            bounds, box = _draw_road_object(canvas, cls, actor.domain, object_parts(cls, look), look,
+                                            actor.x, z, project, focal)
             drawn.append((bounds, box, {"class": cls, "domain": actor.domain, "box": box}))
         objects = []
         for i, (bounds, box, obj) in enumerate(drawn):
