@@ -19,6 +19,7 @@ def demo_command(args) -> int:
         data=args.data, split_file=args.split_file, forget=csv_list(args.forget),
         memorize=csv_list(args.memorize), pretrain_images=args.pretrain_images,
         downstream_images=args.downstream_images, pretrain_epochs=args.pretrain_epochs,
+        pretrain_unmasked=args.pretrain_unmasked,
         medium_captions=args.medium_captions,
         shots=args.shots, calibration_shots=args.calibration_shots, epochs=args.epochs,
         domain_lr=args.domain_lr, rendered=args.rendered,
@@ -64,6 +65,9 @@ def register(subparsers) -> None:
                        "training, the rest for testing (default: %(default)s)")
     group.add_argument("--pretrain-epochs", type=int, default=defaults.pretrain_epochs,
                        help="tiny CLIP pretraining epochs (default: %(default)s)")
+    group.add_argument("--pretrain-unmasked", type=float, default=defaults.pretrain_unmasked,
+                       help="share of the last tiny CLIP pretraining steps that see every patch "
+                       "(FLIP's unmasked tuning after patch dropout); 0: none (default: %(default)s)")
     group.add_argument("--medium-captions", type=float, default=defaults.medium_captions,
                        help="share of the tiny CLIP's pretraining steps whose captions name the medium "
                        "(\"a pencil sketch of a car.\"), as many web captions do; 0: never (default: %(default)s)")

@@ -37,6 +37,8 @@ class DemoOptions:
     pretrain_images: int = 300      # per (class, domain), for the tiny CLIP
     downstream_images: int = 48     # per (class, domain), for unlearning (shots, calibration, test)
     pretrain_epochs: int = 20
+    # share of the last pretraining steps without patch dropout (FLIP's unmasked tuning)
+    pretrain_unmasked: float = 0.3
     # share of pretraining steps whose captions name the medium (tiny_clip.MEDIUM_TEMPLATES)
     medium_captions: float = 0.5
     shots: int = 8
@@ -115,7 +117,8 @@ def run_demo(options: DemoOptions, echo=print) -> Dict:
         t0 = time.monotonic()
         echo("[demo] 2/5 pretraining a tiny CLIP on the pretrain world")
         config_path, checkpoint = pretrain_tiny_clip(pretrain_root, out / "clip", epochs=options.pretrain_epochs,
-                                                     seed=options.seed, medium_captions=options.medium_captions)
+                                                     seed=options.seed, medium_captions=options.medium_captions,
+                                                     unmasked_fraction=options.pretrain_unmasked)
         model_config, pretrained = str(config_path), str(checkpoint)
         zero_shot_by_domain = zero_shot_accuracy(MODEL_NAME, checkpoint, data, config_path=config_path)
         echo("[demo]   zero-shot accuracy on the downstream world: " + ", ".join(

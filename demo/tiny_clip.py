@@ -89,7 +89,7 @@ def _medium_caption_tokens(tokenizer, classes: Sequence[str], domains: Sequence[
 def pretrain_tiny_clip(data_root, out_dir, epochs: int = 15, seed: int = 0, batch_size: int = 32,
                        lr: float = 1e-3, weight_decay: float = 0.05, warmup_fraction: float = 0.05,
                        temperature: Tuple[float, float] = (0.01, 0.07), patch_dropout: float = 0.5,
-                       medium_captions: float = 0.0,
+                       unmasked_fraction: float = 0.0, medium_captions: float = 0.0,
                        config_path=CONFIG_PATH, progress: bool = True) -> Tuple[Path, Path]:
     """CLIP-style pretraining from scratch on `<data_root>/<domain>/<class>/*`.
 
@@ -97,7 +97,9 @@ def pretrain_tiny_clip(data_root, out_dir, epochs: int = 15, seed: int = 0, batc
     captions of every class, in a caption template drawn per step). With `medium_captions`
     > 0, that share of the steps uses MEDIUM_TEMPLATES instead: each image against the
     captions of every (domain, class) pair. AdamW with linear warm-up then cosine decay;
-    light augmentation (zoom, shift, flip) and patch dropout.
+    light augmentation (zoom, shift, flip) and patch dropout, off for the last
+    `unmasked_fraction` of the steps (FLIP's unmasked tuning: the model is then used with
+    every patch, and without it it fitted only 78 % of its own training photos).
     The demo's sizes (7,200 64-px images, 20 epochs) took 335-390 s on 2 idle CPU cores.
 
     Writes `<out_dir>/<name>.json` (a copy of the config) and `<out_dir>/<name>.pt` (the
@@ -158,6 +160,9 @@ def pretrain_tiny_clip(data_root, out_dir, epochs: int = 15, seed: int = 0, batc
         correct = 0
         for i in range(0, len(order), batch_size):
             index = order[i:i + batch_size]
+            # FLIP's unmasked tuning: the last steps see every patch, as the model is used
+            if step == int((1 - unmasked_fraction) * total):
+                model.visual.patch_dropout = torch.nn.Identity()
             x = _augment(to_model_input(images[index], mean, std), generator)
             y = labels[index]
             named = medium_tokens is not None and torch.rand((), generator=generator) < medium_captions
