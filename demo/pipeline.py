@@ -38,7 +38,7 @@ class DemoOptions:
     downstream_images: int = 48     # per (class, domain), for unlearning (shots, calibration, test)
     pretrain_epochs: int = 20
     # share of the last pretraining steps without patch dropout (FLIP's unmasked tuning)
-    pretrain_unmasked: float = 0.3
+    pretrain_unmasked: float = 0.0
     # share of pretraining steps whose captions name the medium (tiny_clip.MEDIUM_TEMPLATES)
     medium_captions: float = 0.5
     shots: int = 8
