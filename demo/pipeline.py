@@ -110,9 +110,9 @@ def run_demo(options: DemoOptions, echo=print) -> Dict:
         step("generate world", t0)
 
     clip, pretrained, model_config = options.clip, options.pretrained, options.model_config
-    zero_shot_by_domain = None
+    zero_shot_by_domain = closest_captions = None
     if own_clip:
-        from .tiny_clip import MODEL_NAME, pretrain_tiny_clip, zero_shot_accuracy
+        from .tiny_clip import MODEL_NAME, closest_class_captions, pretrain_tiny_clip, zero_shot_accuracy
 
         t0 = time.monotonic()
         echo("[demo] 2/5 pretraining a tiny CLIP on the pretrain world")
@@ -123,6 +123,9 @@ def run_demo(options: DemoOptions, echo=print) -> Dict:
         zero_shot_by_domain = zero_shot_accuracy(MODEL_NAME, checkpoint, data, config_path=config_path)
         echo("[demo]   zero-shot accuracy on the downstream world: " + ", ".join(
             f"{d} {100 * a:.1f}%" for d, a in zero_shot_by_domain.items()))
+        closest_captions = closest_class_captions(MODEL_NAME, checkpoint, world.CLASSES, config_path=config_path)
+        echo("[demo]   closest class captions: {} / {} (text cosine {:.3f})".format(
+            *closest_captions["classes"], closest_captions["cosine"]))
         step("pretrain tiny CLIP", t0)
 
     metrics = {}
@@ -162,7 +165,7 @@ def run_demo(options: DemoOptions, echo=print) -> Dict:
     report = {"metrics": {m: _headline(v) for m, v in metrics.items()},
               "zero_shot": _headline(next(iter(metrics.values()))["zero_shot"]),
               "per_domain": {m: v["per_domain"] for m, v in metrics.items()},
-              "zero_shot_by_domain_full_world": zero_shot_by_domain,
+              "zero_shot_by_domain_full_world": zero_shot_by_domain, "closest_class_captions": closest_captions,
               "forgotten_domains": forget, "memorized_domains": manifest["memorized_domains"],
               "thresholds": manifest["thresholds"], "parity": manifest["parity"],
               "drive": drive, "unseen_styles": unseen, "timings_s": timings, "seed": options.seed,
@@ -231,6 +234,10 @@ def format_report(report: Dict) -> str:
               f"{thresholds['forgotten_domain']:.2f} (held-out: {100 * thresholds['memorized_correct_kept']:.1f}% "
               f"of correct real predictions kept, {100 * thresholds['forgotten_suppressed']:.1f}% of "
               f"illustrated ones suppressed)."]
+    closest = report.get("closest_class_captions")
+    if closest:  # near 1: the frozen text tower cannot tell the two classes apart by name
+        lines.append("Closest class captions of the tiny CLIP: {} / {} (text cosine {:.3f}).".format(
+            *closest["classes"], closest["cosine"]))
     drive = report["drive"]
     if drive:
         lines += ["", f"Drive through the ROS 2 node ({drive['frames']} frames, {drive['objects']} objects):",

@@ -208,15 +208,10 @@ def _image_size(model) -> int:
 def zero_shot_accuracy(model_name: str, checkpoint, data_root, config_path: Optional[str] = None,
                        template: str = ZERO_SHOT_TEMPLATE, batch_size: int = 256) -> Dict[str, float]:
     """Zero-shot class accuracy per domain, loading the model the ordinary open_clip way."""
-    import open_clip
     import torch
     from PIL import Image
 
-    if config_path is not None or model_name == MODEL_NAME:
-        register_config(config_path or CONFIG_PATH)
-    model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=str(checkpoint))
-    model.eval()
-    tokenizer = open_clip.get_tokenizer(model_name)
+    model, preprocess, tokenizer = _load(model_name, checkpoint, config_path)
     images, labels, domain_ids, classes, domains = load_image_folder(data_root, _image_size(model))
     with torch.no_grad():
         text = torch.nn.functional.normalize(model.encode_text(_caption_tokens(tokenizer, classes, [template])), dim=-1)
@@ -226,3 +221,28 @@ def zero_shot_accuracy(model_name: str, checkpoint, data_root, config_path: Opti
             predictions.append((model.encode_image(x) @ text.T).argmax(-1).numpy())
     correct = np.concatenate(predictions) == labels
     return {domain: float(correct[domain_ids == d].mean()) for d, domain in enumerate(domains)}
+
+
+def closest_class_captions(model_name: str, checkpoint, classes: Sequence[str], config_path: Optional[str] = None,
+                           template: str = ZERO_SHOT_TEMPLATE) -> Dict:
+    """The two classes whose captions the text tower embeds most alike:
+    {"classes": [a, b], "cosine": c}. Near 1, no prompt learned on top of this frozen text
+    tower can tell the two apart by name (the demo's tiny CLIP: truck and bus)."""
+    import torch
+
+    model, _, tokenizer = _load(model_name, checkpoint, config_path)
+    with torch.no_grad():
+        text = torch.nn.functional.normalize(model.encode_text(_caption_tokens(tokenizer, classes, [template])), dim=-1)
+    cosine = (text @ text.T).fill_diagonal_(-2.0)
+    a, b = divmod(int(cosine.argmax()), len(classes))
+    return {"classes": [classes[a], classes[b]], "cosine": round(float(cosine[a, b]), 4)}
+
+
+def _load(model_name: str, checkpoint, config_path: Optional[str] = None):
+    """(model in eval mode, its image preprocess, its tokenizer), the ordinary open_clip way."""
+    import open_clip
+
+    if config_path is not None or model_name == MODEL_NAME:
+        register_config(config_path or CONFIG_PATH)
+    model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=str(checkpoint))
+    return model.eval(), preprocess, open_clip.get_tokenizer(model_name)

@@ -32,6 +32,9 @@ def test_demo_writes_every_artifact_it_reports(demo_run):
     # the demo's --calibration-shots reached training: that many images per (class, domain)
     assert manifest["thresholds"]["calibration"]["n_forgotten"] == TOY["calibration_shots"] * 6 * 3
     assert "| adu |" in printed and "| baseline |" in printed and "| zero-shot CLIP |" in printed
+    closest = report["closest_class_captions"]  # the tiny CLIP's two classes most alike by name
+    assert len(set(closest["classes"])) == 2 and -1 <= closest["cosine"] <= 1
+    assert "Closest class captions of the tiny CLIP: {} / {}".format(*closest["classes"]) in printed
 
 
 def test_demo_scores_are_consistent_percentages(demo_run):
@@ -120,10 +123,11 @@ def test_demo_command_passes_the_opt_in_training_and_node_options():
 
     parser = argparse.ArgumentParser()
     commands.register(parser.add_subparsers())
-    args = parser.parse_args(["demo", "--rendered", "pooled", "--context-margin", "0.1"])
-    assert (args.rendered, args.context_margin) == ("pooled", 0.1)
+    args = parser.parse_args(["demo", "--rendered", "pooled", "--context-margin", "0.1",
+                              "--pretrain-unmasked", "0.3"])
+    assert (args.rendered, args.context_margin, args.pretrain_unmasked) == ("pooled", 0.1, 0.3)
     defaults = parser.parse_args(["demo"])
-    assert (defaults.rendered, defaults.context_margin) == ("off", None)
+    assert (defaults.rendered, defaults.context_margin, defaults.pretrain_unmasked) == ("off", None, 0.0)
     with pytest.raises(SystemExit):
         parser.parse_args(["demo", "--rendered", "sometimes"])
 

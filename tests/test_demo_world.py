@@ -169,6 +169,12 @@ def test_one_step_pretraining_saves_a_checkpoint_open_clip_loads_back(tmp_path):
     accuracy = tiny_clip.zero_shot_accuracy(config.stem, checkpoint, data, config_path=str(config))
     assert set(accuracy) == set(world.DOMAINS) and all(0 <= a <= 1 for a in accuracy.values())
 
+    closest = tiny_clip.closest_class_captions(config.stem, checkpoint, world.CLASSES, config_path=str(config))
+    assert len(set(closest["classes"])) == 2 and set(closest["classes"]) <= set(world.CLASSES)
+    assert -1 <= closest["cosine"] < 0.99999  # different words, different text embeddings
+    same = tiny_clip.closest_class_captions(config.stem, checkpoint, ["bus", "car", "bus"], config_path=str(config))
+    assert same["classes"] == ["bus", "bus"] and same["cosine"] == pytest.approx(1.0, abs=1e-4)
+
 
 def test_medium_captions_name_each_domain_and_change_what_pretraining_learns(tmp_path):
     import open_clip
