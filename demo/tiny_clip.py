@@ -148,6 +148,8 @@ def pretrain_tiny_clip(data_root, out_dir, epochs: int = 15, seed: int = 0, batc
                                   lr=lr, betas=(0.9, 0.98), eps=1e-6, fused=True)  # fused: 5x faster on CPU
     total = epochs * math.ceil(len(images) / batch_size)
     warmup = max(1, int(warmup_fraction * total))
+    # FLIP's unmasked tuning: the last steps see every patch, as the model is used
+    unmasked_from = int((1 - unmasked_fraction) * total)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: (s + 1) / warmup if s < warmup
         else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, total - warmup))))
@@ -160,8 +162,7 @@ def pretrain_tiny_clip(data_root, out_dir, epochs: int = 15, seed: int = 0, batc
         correct = 0
         for i in range(0, len(order), batch_size):
             index = order[i:i + batch_size]
-            # FLIP's unmasked tuning: the last steps see every patch, as the model is used
-            if step == int((1 - unmasked_fraction) * total):
+            if step == unmasked_from:
                 model.visual.patch_dropout = torch.nn.Identity()
             x = _augment(to_model_input(images[index], mean, std), generator)
             y = labels[index]

@@ -203,15 +203,15 @@ def test_unmasked_tuning_turns_patch_dropout_off_for_the_last_steps(tmp_path):
     # 24 images in batches of 4: 6 steps
     data = world.generate_dataset(tmp_path / "data", per_class_domain=1, size=64, seed=4, progress=False)
 
-    def weights(**options):
-        _, checkpoint = tiny_clip.pretrain_tiny_clip(data, tmp_path / str(len(list(tmp_path.iterdir()))),
-                                                     epochs=1, seed=0, batch_size=4, progress=False, **options)
+    def weights(name, **options):
+        _, checkpoint = tiny_clip.pretrain_tiny_clip(data, tmp_path / name, epochs=1, seed=0, batch_size=4,
+                                                     progress=False, **options)
         return torch.load(checkpoint, weights_only=True)
 
-    no_dropout = weights(patch_dropout=0.0)
-    all_unmasked = weights(patch_dropout=0.5, unmasked_fraction=1.0)
-    tail_unmasked = weights(patch_dropout=0.5, unmasked_fraction=0.5)
-    masked = weights(patch_dropout=0.5)
+    no_dropout = weights("no_dropout", patch_dropout=0.0)
+    all_unmasked = weights("all_unmasked", patch_dropout=0.5, unmasked_fraction=1.0)
+    tail_unmasked = weights("tail_unmasked", patch_dropout=0.5, unmasked_fraction=0.5)
+    masked = weights("masked", patch_dropout=0.5)
     # every step unmasked is plain training; half of them is neither that nor all masked
     assert all(torch.equal(no_dropout[k], all_unmasked[k]) for k in no_dropout)
     key = "visual.proj"
