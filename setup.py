@@ -23,7 +23,7 @@ setup(
     version="0.1.0",
     packages=list(STAGE_FOLDERS),
     package_dir=STAGE_FOLDERS,
-    package_data={f"{PACKAGE}.training": ["configs/*.json"], f"{PACKAGE}.demo": ["*.json"]},
+    package_data={f"{PACKAGE}.training": ["configs/*.json"], f"{PACKAGE}.demo": ["*.json", "*.npz"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

@@ -17,7 +17,7 @@ def demo_command(args) -> int:
         out=Path(args.out), seed=args.seed, clip=args.clip,
         pretrained=args.pretrained or args.pretrained_file, model_config=args.model_config,
         data=args.data, split_file=args.split_file, forget=csv_list(args.forget),
-        memorize=csv_list(args.memorize), pretrain_images=args.pretrain_images,
+        memorize=csv_list(args.memorize), pretrain=args.pretrain, pretrain_images=args.pretrain_images,
         downstream_images=args.downstream_images, pretrain_epochs=args.pretrain_epochs,
         pretrain_unmasked=args.pretrain_unmasked,
         medium_captions=args.medium_captions,
@@ -37,16 +37,20 @@ def register(subparsers) -> None:
     defaults = DemoOptions()
     demo = subparsers.add_parser(
         "demo", help="the whole pipeline end to end on an embedded default (no download, no GPU)",
-        description="Generate a small driving world (photo, cartoon, sketch, billboard), pretrain a "
-        "tiny CLIP on it, train Baseline and ADU prompts that forget the illustration domains, "
-        "report Mem/For/H, export an ONNX bundle, and run the real ROS 2 node over a generated "
-        "drive. About 9.5 minutes on 2 idle CPU cores. With --data and a real CLIP the same steps run "
+        description="Generate a small driving world (photo, cartoon, sketch, billboard), start from "
+        "the shipped tiny CLIP (or pretrain one with --pretrain), train Baseline and ADU prompts that "
+        "forget the illustration domains, report Mem/For/H, export an ONNX bundle, and run the real "
+        "ROS 2 node over a generated drive. About TIME minutes on 2 idle CPU cores. With --data and a real CLIP the same steps run "
         "on your dataset (the drive is skipped).")
     demo.add_argument("--out", default=str(defaults.out),
                       help="output folder, replaced on a rerun (default: %(default)s)")
     demo.add_argument("--seed", type=int, default=defaults.seed, help="seed for everything (default: %(default)s)")
     demo.add_argument("--force", action="store_true", help="replace --out even if another command wrote it")
-    group = demo.add_argument_group("frozen CLIP (default: pretrain a tiny one on the generated world)")
+    group = demo.add_argument_group("frozen CLIP (default: the shipped tiny one, pretrained on a world no seed draws)")
+    group.add_argument("--pretrain", action="store_true",
+                       help="pretrain the tiny CLIP afresh on this seed's world (about 6 more minutes; "
+                       "brittle: README, 'Why trucks and buses'); the --pretrain-* sizes and "
+                       "--medium-captions apply to it")
     group.add_argument("--clip", help="open_clip model name, e.g. ViT-B-16")
     group.add_argument("--pretrained", help="pretrained tag (e.g. openai, needs internet) or checkpoint file")
     group.add_argument("--model-config", help="open_clip model config JSON for a local model")

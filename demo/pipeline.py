@@ -1,6 +1,7 @@
 """`adu demo`: the whole pipeline, end to end, on an embedded default.
 
-generated world -> tiny open_clip pretrained on it (captions name the class, half also the medium)
+generated world -> the shipped tiny open_clip (demo/shipped_clip.py), or with `--pretrain` one
+pretrained on the seed's world (captions name the class, half also the medium)
 -> Baseline and ADU prompts forgetting the illustration domains -> Mem / For / H
 -> ONNX bundle with parity check -> the real ROS 2 node over a generated drive -> report.
 
@@ -24,7 +25,8 @@ MARKER = ".adu-demo"  # marks a folder this command wrote, so a rerun may replac
 class DemoOptions:
     out: Path = Path("runs/demo")
     seed: int = 0
-    # the frozen CLIP: None -> pretrain the tiny one on the generated world
+    # the frozen CLIP: None -> the shipped tiny one (demo/shipped_clip.py), or with `pretrain`
+    # one pretrained on this seed's generated world
     clip: Optional[str] = None
     pretrained: Optional[str] = None
     model_config: Optional[str] = None
@@ -33,7 +35,8 @@ class DemoOptions:
     split_file: Optional[str] = None
     forget: List[str] = field(default_factory=list)   # default: the illustration domains
     memorize: List[str] = field(default_factory=list)
-    # sizes (defaults: about 9.5 minutes on 2 idle CPU cores, measured)
+    pretrain: bool = False
+    # sizes; pretrain_* and medium_captions apply with `pretrain`
     pretrain_images: int = 300      # per (class, domain), for the tiny CLIP
     downstream_images: int = 48     # per (class, domain), for unlearning (shots, calibration, test)
     pretrain_epochs: int = 20
@@ -102,7 +105,7 @@ def run_demo(options: DemoOptions, echo=print) -> Dict:
     if generated:
         t0 = time.monotonic()
         echo("[demo] 1/5 generating the world (photo, cartoon, sketch, billboard)")
-        if own_clip:  # the tiny CLIP's pretraining set (not needed with a given CLIP)
+        if own_clip and options.pretrain:  # the tiny CLIP's pretraining set
             pretrain_root = world.generate_dataset(out / "world" / "pretrain", options.pretrain_images,
                                                    seed=options.seed)
         data = str(world.generate_dataset(out / "world" / "downstream", options.downstream_images,
@@ -112,13 +115,19 @@ def run_demo(options: DemoOptions, echo=print) -> Dict:
     clip, pretrained, model_config = options.clip, options.pretrained, options.model_config
     zero_shot_by_domain = closest_captions = None
     if own_clip:
+        from .shipped_clip import unpack
         from .tiny_clip import MODEL_NAME, closest_class_captions, pretrain_tiny_clip, zero_shot_accuracy
 
         t0 = time.monotonic()
-        echo("[demo] 2/5 pretraining a tiny CLIP on the pretrain world")
-        config_path, checkpoint = pretrain_tiny_clip(pretrain_root, out / "clip", epochs=options.pretrain_epochs,
-                                                     seed=options.seed, medium_captions=options.medium_captions,
-                                                     unmasked_fraction=options.pretrain_unmasked)
+        if options.pretrain:
+            echo("[demo] 2/5 pretraining a tiny CLIP on the pretrain world")
+            config_path, checkpoint = pretrain_tiny_clip(pretrain_root, out / "clip", epochs=options.pretrain_epochs,
+                                                         seed=options.seed, medium_captions=options.medium_captions,
+                                                         unmasked_fraction=options.pretrain_unmasked)
+        else:
+            echo("[demo] 2/5 unpacking the shipped tiny CLIP (pretrained on world seed 100; --pretrain "
+                 "pretrains one on this seed's world)")
+            config_path, checkpoint = unpack(out / "clip")
         model_config, pretrained = str(config_path), str(checkpoint)
         zero_shot_by_domain = zero_shot_accuracy(MODEL_NAME, checkpoint, data, config_path=config_path)
         echo("[demo]   zero-shot accuracy on the downstream world: " + ", ".join(
@@ -126,7 +135,7 @@ def run_demo(options: DemoOptions, echo=print) -> Dict:
         closest_captions = closest_class_captions(MODEL_NAME, checkpoint, world.CLASSES, config_path=config_path)
         echo("[demo]   closest class captions: {} / {} (text cosine {:.3f})".format(
             *closest_captions["classes"], closest_captions["cosine"]))
-        step("pretrain tiny CLIP", t0)
+        step("pretrain tiny CLIP" if options.pretrain else "unpack tiny CLIP", t0)
 
     metrics = {}
     for method in options.methods:

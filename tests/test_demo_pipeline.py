@@ -37,6 +37,36 @@ def test_demo_writes_every_artifact_it_reports(demo_run):
     assert "Closest class captions of the tiny CLIP: {} / {}".format(*closest["classes"]) in printed
 
 
+def test_demo_starts_from_the_shipped_tiny_clip_without_a_pretraining_world(demo_run):
+    from adu_perception.demo.shipped_clip import unpack
+
+    out, _, printed = demo_run
+    assert "unpacking the shipped tiny CLIP" in printed and "pretraining a tiny CLIP" not in printed
+    assert not (out / "world" / "pretrain").exists()
+    _, shipped = unpack(out / "shipped_again")
+    assert _same_weights(out / "clip" / "tiny-clip-64.pt", shipped)
+
+
+def test_demo_with_pretrain_pretrains_its_own_tiny_clip_on_the_seed_world(tmp_path):
+    from adu_perception.demo.shipped_clip import unpack
+
+    out = tmp_path / "out"
+    lines = []
+    options = dict(TOY, drive_frames=0, unseen_style_images=0, methods=("adu",))
+    run_demo(DemoOptions(out=out, pretrain=True, **options), echo=lines.append)
+    assert "pretraining a tiny CLIP on the pretrain world" in "\n".join(lines)
+    assert len(list((out / "world" / "pretrain" / "photo" / "car").iterdir())) == TOY["pretrain_images"]
+    _, shipped = unpack(tmp_path / "shipped")
+    assert not _same_weights(out / "clip" / "tiny-clip-64.pt", shipped)
+
+
+def _same_weights(a, b) -> bool:
+    import torch
+
+    a, b = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_demo_scores_are_consistent_percentages(demo_run):
     _, report, _ = demo_run
     for scores in [report["zero_shot"], *report["metrics"].values()]:
@@ -124,10 +154,11 @@ def test_demo_command_passes_the_opt_in_training_and_node_options():
     parser = argparse.ArgumentParser()
     commands.register(parser.add_subparsers())
     args = parser.parse_args(["demo", "--rendered", "pooled", "--context-margin", "0.1",
-                              "--pretrain-unmasked", "0.3"])
-    assert (args.rendered, args.context_margin, args.pretrain_unmasked) == ("pooled", 0.1, 0.3)
+                              "--pretrain", "--pretrain-unmasked", "0.3"])
+    assert (args.rendered, args.context_margin, args.pretrain, args.pretrain_unmasked) == ("pooled", 0.1, True, 0.3)
     defaults = parser.parse_args(["demo"])
-    assert (defaults.rendered, defaults.context_margin, defaults.pretrain_unmasked) == ("off", None, 0.0)
+    assert (defaults.rendered, defaults.context_margin, defaults.pretrain, defaults.pretrain_unmasked) == \
+        ("off", None, False, 0.0)
     with pytest.raises(SystemExit):
         parser.parse_args(["demo", "--rendered", "sometimes"])
 
