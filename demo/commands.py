@@ -40,8 +40,8 @@ def register(subparsers) -> None:
         description="Generate a small driving world (photo, cartoon, sketch, billboard), start from "
         "the shipped tiny CLIP (or pretrain one with --pretrain), train Baseline and ADU prompts that "
         "forget the illustration domains, report Mem/For/H, export an ONNX bundle, and run the real "
-        "ROS 2 node over a generated drive. About TIME minutes on 2 idle CPU cores. With --data and a real CLIP the same steps run "
-        "on your dataset (the drive is skipped).")
+        "ROS 2 node over a generated drive. About 2.5 minutes on 2 idle CPU cores (9 with --pretrain). "
+        "With --data and a real CLIP the same steps run on your dataset (the drive is skipped).")
     demo.add_argument("--out", default=str(defaults.out),
                       help="output folder, replaced on a rerun (default: %(default)s)")
     demo.add_argument("--seed", type=int, default=defaults.seed, help="seed for everything (default: %(default)s)")

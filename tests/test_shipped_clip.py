@@ -2,7 +2,6 @@
 and the rule that chose it."""
 import json
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
