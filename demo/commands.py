@@ -6,6 +6,9 @@ from adu_perception.training.config import RENDERED_MODES  # dataclasses only, n
 
 from .pipeline import DemoOptions  # stdlib only at import time
 
+# options of the tiny CLIP's pretraining: they mean something only with --pretrain
+PRETRAIN_OPTIONS = ("pretrain_images", "pretrain_epochs", "pretrain_unmasked", "medium_captions")
+
 
 def demo_command(args) -> int:
     from adu_perception.export.onnx_export import ExportError
@@ -13,15 +16,21 @@ def demo_command(args) -> int:
 
     from .pipeline import run_demo
 
+    given = [f"--{name.replace('_', '-')}" for name in PRETRAIN_OPTIONS if getattr(args, name) is not None]
+    if given and not args.pretrain:
+        raise CommandError(f"options of the tiny CLIP's pretraining ({', '.join(given)}) need --pretrain; "
+                           f"add it, or leave them out to start from the shipped tiny CLIP")
+    if args.pretrain and (args.clip or args.model_config):
+        raise CommandError("--pretrain pretrains the tiny CLIP; it cannot be combined with --clip or --model-config")
+    defaults = DemoOptions()
+    pretraining = {name: getattr(defaults, name) if getattr(args, name) is None else getattr(args, name)
+                   for name in PRETRAIN_OPTIONS}
     options = DemoOptions(
         out=Path(args.out), seed=args.seed, clip=args.clip,
         pretrained=args.pretrained or args.pretrained_file, model_config=args.model_config,
         data=args.data, split_file=args.split_file, forget=csv_list(args.forget),
-        memorize=csv_list(args.memorize), pretrain=args.pretrain, pretrain_images=args.pretrain_images,
-        downstream_images=args.downstream_images, pretrain_epochs=args.pretrain_epochs,
-        pretrain_unmasked=args.pretrain_unmasked,
-        medium_captions=args.medium_captions,
-        shots=args.shots, calibration_shots=args.calibration_shots, epochs=args.epochs,
+        memorize=csv_list(args.memorize), pretrain=args.pretrain, **pretraining,
+        downstream_images=args.downstream_images, shots=args.shots, calibration_shots=args.calibration_shots, epochs=args.epochs,
         domain_lr=args.domain_lr, rendered=args.rendered,
         methods=csv_list(args.methods), drive_frames=args.drive_frames,
         unseen_style_images=args.unseen_style_images,
@@ -62,19 +71,22 @@ def register(subparsers) -> None:
                        "cartoon,sketch,billboard; required with --data)")
     group.add_argument("--memorize", help="comma-separated domains to keep (default: all others)")
     group = demo.add_argument_group("sizes")
-    group.add_argument("--pretrain-images", type=int, default=defaults.pretrain_images,
-                       help="generated images per (class, domain) to pretrain the tiny CLIP (default: %(default)s)")
+    group.add_argument("--pretrain-images", type=int,
+                       help="with --pretrain: generated images per (class, domain) to pretrain the tiny "
+                       f"CLIP (default: {defaults.pretrain_images})")
     group.add_argument("--downstream-images", type=int, default=defaults.downstream_images,
                        help="generated images per (class, domain) for unlearning: shots for "
                        "training, the rest for testing (default: %(default)s)")
-    group.add_argument("--pretrain-epochs", type=int, default=defaults.pretrain_epochs,
-                       help="tiny CLIP pretraining epochs (default: %(default)s)")
-    group.add_argument("--pretrain-unmasked", type=float, default=defaults.pretrain_unmasked,
-                       help="share of the last tiny CLIP pretraining steps that see every patch "
-                       "(FLIP's unmasked tuning after patch dropout); 0: none (default: %(default)s)")
-    group.add_argument("--medium-captions", type=float, default=defaults.medium_captions,
-                       help="share of the tiny CLIP's pretraining steps whose captions name the medium "
-                       "(\"a pencil sketch of a car.\"), as many web captions do; 0: never (default: %(default)s)")
+    group.add_argument("--pretrain-epochs", type=int,
+                       help=f"with --pretrain: tiny CLIP pretraining epochs (default: {defaults.pretrain_epochs})")
+    group.add_argument("--pretrain-unmasked", type=float,
+                       help="with --pretrain: share of the last tiny CLIP pretraining steps that see every "
+                       f"patch (FLIP's unmasked tuning after patch dropout); 0: none (default: "
+                       f"{defaults.pretrain_unmasked})")
+    group.add_argument("--medium-captions", type=float,
+                       help="with --pretrain: share of the tiny CLIP's pretraining steps whose captions name "
+                       "the medium (\"a pencil sketch of a car.\"), as many web captions do; 0: never "
+                       f"(default: {defaults.medium_captions})")
     group.add_argument("--shots", type=int, default=defaults.shots,
                        help="training images per (class, domain) (default: %(default)s)")
     group.add_argument("--calibration-shots", type=int, default=defaults.calibration_shots,

@@ -157,10 +157,28 @@ def test_demo_command_passes_the_opt_in_training_and_node_options():
                               "--pretrain", "--pretrain-unmasked", "0.3"])
     assert (args.rendered, args.context_margin, args.pretrain, args.pretrain_unmasked) == ("pooled", 0.1, True, 0.3)
     defaults = parser.parse_args(["demo"])
-    assert (defaults.rendered, defaults.context_margin, defaults.pretrain, defaults.pretrain_unmasked) == \
-        ("off", None, False, 0.0)
+    assert (defaults.rendered, defaults.context_margin, defaults.pretrain) == ("off", None, False)
     with pytest.raises(SystemExit):
         parser.parse_args(["demo", "--rendered", "sometimes"])
+
+
+def test_pretraining_options_without_pretrain_are_refused_before_any_work(tmp_path):
+    import argparse
+
+    from adu_perception.cli import CommandError
+    from adu_perception.demo import commands
+
+    parser = argparse.ArgumentParser()
+    commands.register(parser.add_subparsers())
+    out = tmp_path / "demo"
+    for argv, message in [(["--pretrain-epochs", "3"], r"\(--pretrain-epochs\) need --pretrain"),
+                          (["--medium-captions", "0", "--pretrain-unmasked", "0.3"],
+                           r"\(--pretrain-unmasked, --medium-captions\) need --pretrain"),
+                          (["--pretrain", "--clip", "ViT-B-16"], "cannot be combined with --clip")]:
+        args = parser.parse_args(["demo", "--out", str(out), *argv])
+        with pytest.raises(CommandError, match=message):
+            commands.demo_command(args)
+    assert not out.exists()
 
 
 def test_rerun_replaces_its_own_folder_but_not_someone_elses(tmp_path):
