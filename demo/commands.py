@@ -20,8 +20,6 @@ def demo_command(args) -> int:
     if given and not args.pretrain:
         raise CommandError(f"options of the tiny CLIP's pretraining ({', '.join(given)}) need --pretrain; "
                            f"add it, or leave them out to start from the shipped tiny CLIP")
-    if args.pretrain and (args.clip or args.model_config):
-        raise CommandError("--pretrain pretrains the tiny CLIP; it cannot be combined with --clip or --model-config")
     defaults = DemoOptions()
     pretraining = {name: getattr(defaults, name) if getattr(args, name) is None else getattr(args, name)
                    for name in PRETRAIN_OPTIONS}
@@ -30,7 +28,8 @@ def demo_command(args) -> int:
         pretrained=args.pretrained or args.pretrained_file, model_config=args.model_config,
         data=args.data, split_file=args.split_file, forget=csv_list(args.forget),
         memorize=csv_list(args.memorize), pretrain=args.pretrain, **pretraining,
-        downstream_images=args.downstream_images, shots=args.shots, calibration_shots=args.calibration_shots, epochs=args.epochs,
+        downstream_images=args.downstream_images, shots=args.shots,
+        calibration_shots=args.calibration_shots, epochs=args.epochs,
         domain_lr=args.domain_lr, rendered=args.rendered,
         methods=csv_list(args.methods), drive_frames=args.drive_frames,
         unseen_style_images=args.unseen_style_images,

@@ -86,6 +86,8 @@ def run_demo(options: DemoOptions, echo=print) -> Dict:
     out = Path(options.out)
     generated = options.data is None
     own_clip = options.clip is None and options.model_config is None
+    if options.pretrain and not own_clip:
+        raise ValueError("--pretrain pretrains the tiny CLIP; it cannot be combined with --clip or --model-config")
     if own_clip and not generated:
         raise ValueError("with --data, name the CLIP to start from (--clip/--pretrained or "
                          "--model-config/--checkpoint); the tiny CLIP is pretrained on the generated world only")

@@ -45,7 +45,7 @@ TOKEN_EMBEDDING = "token_embedding.weight"
 TOKEN_ROWS = "token_embedding.rows"  # npz key: the token ids whose rows are stored
 
 
-class ShippedClipError(RuntimeError):
+class ShippedClipError(ValueError):
     """The shipped checkpoint is missing or does not fit the tiny CLIP's config."""
 
 

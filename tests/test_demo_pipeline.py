@@ -173,11 +173,12 @@ def test_pretraining_options_without_pretrain_are_refused_before_any_work(tmp_pa
     out = tmp_path / "demo"
     for argv, message in [(["--pretrain-epochs", "3"], r"\(--pretrain-epochs\) need --pretrain"),
                           (["--medium-captions", "0", "--pretrain-unmasked", "0.3"],
-                           r"\(--pretrain-unmasked, --medium-captions\) need --pretrain"),
-                          (["--pretrain", "--clip", "ViT-B-16"], "cannot be combined with --clip")]:
+                           r"\(--pretrain-unmasked, --medium-captions\) need --pretrain")]:
         args = parser.parse_args(["demo", "--out", str(out), *argv])
         with pytest.raises(CommandError, match=message):
             commands.demo_command(args)
+    with pytest.raises(ValueError, match="cannot be combined with --clip"):
+        run_demo(DemoOptions(out=out, pretrain=True, clip="ViT-B-16"), echo=lambda _: None)
     assert not out.exists()
 
 
