@@ -1,13 +1,14 @@
-"""The tiny CLIP that `adu demo` ships with, and the recipe that made it.
+"""The tiny CLIP that `adu demo --shipped-clip` starts from, and the recipe that made it.
 
 A web-pretrained CLIP is downloaded, not trained per run; and the tiny CLIP's pretraining is
 brittle: about one init in two ends with two class captions embedded as one vector (README,
-"Why trucks and buses"), and no prompt learned on a frozen text tower can undo that. So the
-demo starts from one checkpoint, pretrained by `RECIPE` on a world no demo seed draws
-(world seed 100) from several inits, and chosen among them by a rule fixed before any demo
-seed ran on it (`choose`): drop every candidate whose closest class captions reach cosine
-0.99, then keep the best zero-shot accuracy on the real road users of a validation drive
-(drive seed 100). `adu demo --pretrain` still pretrains afresh on the seed's own world.
+"Why trucks and buses"), and no prompt learned on a frozen text tower can undo that. This
+checkpoint was pretrained by `RECIPE` on a world no demo seed draws (world seed 100) from
+several inits, and chosen among them by a rule fixed before any demo seed ran on it
+(`choose`): drop every candidate whose closest class captions reach cosine 0.99, then keep
+the best zero-shot accuracy on the real road users of a validation drive (drive seed 100).
+Opt-in: over demo seeds 0-4 it did no better on the drive's class goal than each seed
+pretraining its own (README, "The shipped tiny CLIP").
 
 Stored compact (`pack`): float16, and of the token embedding only the rows of tokens that
 the captions use. The other rows were never trained (their gradient is always zero, and
@@ -90,7 +91,7 @@ def unpack(out_dir, packed=PACKED, config_path=CONFIG_PATH) -> Tuple[Path, Path]
     packed = Path(packed)
     if not packed.is_file():
         raise ShippedClipError(f"shipped tiny CLIP not found: {packed} (reinstall the package, or "
-                               f"pass --pretrain to pretrain one)")
+                               f"leave out --shipped-clip to pretrain one)")
     name = register_config(config_path)
     # built from the config directly: create_model would log "initialized randomly"
     model = open_clip.CLIP(**json.loads(Path(config_path).read_text()))

@@ -37,27 +37,28 @@ def test_demo_writes_every_artifact_it_reports(demo_run):
     assert "Closest class captions of the tiny CLIP: {} / {}".format(*closest["classes"]) in printed
 
 
-def test_demo_starts_from_the_shipped_tiny_clip_without_a_pretraining_world(demo_run):
+def test_demo_pretrains_its_own_tiny_clip_on_the_seed_world_by_default(demo_run):
     from adu_perception.demo.shipped_clip import unpack
 
     out, _, printed = demo_run
-    assert "unpacking the shipped tiny CLIP" in printed and "pretraining a tiny CLIP" not in printed
-    assert not (out / "world" / "pretrain").exists()
-    _, shipped = unpack(out / "shipped_again")
-    assert _same_weights(out / "clip" / "tiny-clip-64.pt", shipped)
+    assert "pretraining a tiny CLIP on the pretrain world" in printed and "shipped" not in printed
+    assert len(list((out / "world" / "pretrain" / "photo" / "car").iterdir())) == TOY["pretrain_images"]
+    _, shipped = unpack(out / "shipped")
+    assert not _same_weights(out / "clip" / "tiny-clip-64.pt", shipped)
 
 
-def test_demo_with_pretrain_pretrains_its_own_tiny_clip_on_the_seed_world(tmp_path):
+def test_demo_with_shipped_clip_starts_from_it_without_a_pretraining_world(tmp_path):
     from adu_perception.demo.shipped_clip import unpack
 
     out = tmp_path / "out"
     lines = []
     options = dict(TOY, drive_frames=0, unseen_style_images=0, methods=("adu",))
-    run_demo(DemoOptions(out=out, pretrain=True, **options), echo=lines.append)
-    assert "pretraining a tiny CLIP on the pretrain world" in "\n".join(lines)
-    assert len(list((out / "world" / "pretrain" / "photo" / "car").iterdir())) == TOY["pretrain_images"]
+    report = run_demo(DemoOptions(out=out, shipped_clip=True, **options), echo=lines.append)
+    assert "unpacking the shipped tiny CLIP" in "\n".join(lines)
+    assert not (out / "world" / "pretrain").exists()
     _, shipped = unpack(tmp_path / "shipped")
-    assert not _same_weights(out / "clip" / "tiny-clip-64.pt", shipped)
+    assert _same_weights(out / "clip" / "tiny-clip-64.pt", shipped)
+    assert report["closest_class_captions"]["cosine"] < 0.99  # the shipped one keeps its classes apart
 
 
 def _same_weights(a, b) -> bool:
@@ -154,15 +155,16 @@ def test_demo_command_passes_the_opt_in_training_and_node_options():
     parser = argparse.ArgumentParser()
     commands.register(parser.add_subparsers())
     args = parser.parse_args(["demo", "--rendered", "pooled", "--context-margin", "0.1",
-                              "--pretrain", "--pretrain-unmasked", "0.3"])
-    assert (args.rendered, args.context_margin, args.pretrain, args.pretrain_unmasked) == ("pooled", 0.1, True, 0.3)
+                              "--pretrain-unmasked", "0.3"])
+    assert (args.rendered, args.context_margin, args.shipped_clip, args.pretrain_unmasked) == ("pooled", 0.1, False, 0.3)
     defaults = parser.parse_args(["demo"])
-    assert (defaults.rendered, defaults.context_margin, defaults.pretrain) == ("off", None, False)
+    assert (defaults.rendered, defaults.context_margin, defaults.shipped_clip) == ("off", None, False)
+    assert parser.parse_args(["demo", "--shipped-clip"]).shipped_clip
     with pytest.raises(SystemExit):
         parser.parse_args(["demo", "--rendered", "sometimes"])
 
 
-def test_pretraining_options_without_pretrain_are_refused_before_any_work(tmp_path):
+def test_pretraining_options_with_the_shipped_clip_are_refused_before_any_work(tmp_path):
     import argparse
 
     from adu_perception.cli import CommandError
@@ -171,14 +173,14 @@ def test_pretraining_options_without_pretrain_are_refused_before_any_work(tmp_pa
     parser = argparse.ArgumentParser()
     commands.register(parser.add_subparsers())
     out = tmp_path / "demo"
-    for argv, message in [(["--pretrain-epochs", "3"], r"\(--pretrain-epochs\) need --pretrain"),
+    for argv, message in [(["--pretrain-epochs", "3"], r"\(--pretrain-epochs\) do not apply to --shipped-clip"),
                           (["--medium-captions", "0", "--pretrain-unmasked", "0.3"],
-                           r"\(--pretrain-unmasked, --medium-captions\) need --pretrain")]:
-        args = parser.parse_args(["demo", "--out", str(out), *argv])
+                           r"\(--pretrain-unmasked, --medium-captions\) do not apply")]:
+        args = parser.parse_args(["demo", "--out", str(out), "--shipped-clip", *argv])
         with pytest.raises(CommandError, match=message):
             commands.demo_command(args)
     with pytest.raises(ValueError, match="cannot be combined with --clip"):
-        run_demo(DemoOptions(out=out, pretrain=True, clip="ViT-B-16"), echo=lambda _: None)
+        run_demo(DemoOptions(out=out, shipped_clip=True, clip="ViT-B-16"), echo=lambda _: None)
     assert not out.exists()
 
 
