@@ -31,12 +31,10 @@ import numpy as np
 from .tiny_clip import (CAPTION_TEMPLATES, CONFIG_PATH, MEDIUM_TEMPLATES, MODEL_NAME, ZERO_SHOT_TEMPLATE,
                         register_config)
 
-log = logging.getLogger(__name__)
-
 PACKED = Path(__file__).with_name("tiny-clip-64-weights.npz")
 RECIPE = {
     "world_seed": 100,               # no demo seed's world: demo seeds s use s (pretrain) and s + 1
-    "images_per_class_domain": 300,  # as `adu demo --pretrain`
+    "images_per_class_domain": 300,  # as `adu demo` pretrains
     "epochs": 20, "medium_captions": 0.5,  # pretrain_tiny_clip's other arguments at their defaults
     "candidate_seeds": [0, 1, 2, 3],
     "merged_cosine": 0.99,           # a candidate whose closest class captions reach this is dropped
