@@ -30,7 +30,7 @@ def demo_command(args) -> int:
         memorize=csv_list(args.memorize), shipped_clip=args.shipped_clip, **pretraining,
         downstream_images=args.downstream_images, shots=args.shots,
         calibration_shots=args.calibration_shots, epochs=args.epochs,
-        domain_lr=args.domain_lr, rendered=args.rendered,
+        domain_lr=args.domain_lr, forget_weight=args.forget_weight, rendered=args.rendered,
         methods=csv_list(args.methods), drive_frames=args.drive_frames,
         unseen_style_images=args.unseen_style_images,
         context_margin=args.context_margin, force=args.force)
@@ -94,6 +94,9 @@ def register(subparsers) -> None:
     group.add_argument("--domain-lr", type=float, default=defaults.domain_lr,
                        help="opt-in: a separate learning rate for the domain classifier "
                        "(default: one SGD group at the paper's 0.0025, as the authors)")
+    group.add_argument("--forget-weight", type=float, default=defaults.forget_weight,
+                       help="opt-in: weight of the maximised forgotten-domain entropy against the "
+                       "memorised cross-entropy (default: %(default)s, the authors')")
     group.add_argument("--rendered", choices=RENDERED_MODES, default=defaults.rendered,
                        help="opt-in: rendered illustrations of the memorised training shots as extra "
                        "forgotten domains, pooled or one per family (default: %(default)s)")

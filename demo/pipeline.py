@@ -55,6 +55,8 @@ class DemoOptions:
     # None: one SGD group at the prompts' rate, as the authors. `--domain-lr` (opt-in) gives
     # the linear domain head its own rate (it sees few steps an epoch here).
     domain_lr: Optional[float] = None
+    # Opt-in: TrainConfig.forget_weight (the authors': 1)
+    forget_weight: float = 1.0
     # Opt-in: rendered illustrations of the memorised shots as extra forgotten domains
     # ("off", "pooled" or "per-family"; TrainConfig.rendered).
     rendered: str = "off"
@@ -149,6 +151,7 @@ def run_demo(options: DemoOptions, echo=print) -> Dict:
                              calibration_shots=options.calibration_shots, seed=options.seed,
                              clip=clip, pretrained=pretrained, model_config=model_config,
                              method=method, epochs=options.epochs, domain_lr=options.domain_lr,
+                             forget_weight=options.forget_weight,
                              rendered=options.rendered)
         metrics[method] = train_and_evaluate(config, out / "runs" / method)
         step(f"train + evaluate {method}", t0)

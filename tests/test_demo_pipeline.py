@@ -155,10 +155,12 @@ def test_demo_command_passes_the_opt_in_training_and_node_options():
     parser = argparse.ArgumentParser()
     commands.register(parser.add_subparsers())
     args = parser.parse_args(["demo", "--rendered", "pooled", "--context-margin", "0.1",
-                              "--pretrain-unmasked", "0.3"])
-    assert (args.rendered, args.context_margin, args.shipped_clip, args.pretrain_unmasked) == ("pooled", 0.1, False, 0.3)
+                              "--pretrain-unmasked", "0.3", "--forget-weight", "0.5"])
+    assert (args.rendered, args.context_margin, args.shipped_clip, args.pretrain_unmasked, args.forget_weight) == \
+        ("pooled", 0.1, False, 0.3, 0.5)
     defaults = parser.parse_args(["demo"])
-    assert (defaults.rendered, defaults.context_margin, defaults.shipped_clip) == ("off", None, False)
+    assert (defaults.rendered, defaults.context_margin, defaults.shipped_clip, defaults.forget_weight) == \
+        ("off", None, False, 1.0)
     assert parser.parse_args(["demo", "--shipped-clip"]).shipped_clip
     with pytest.raises(SystemExit):
         parser.parse_args(["demo", "--rendered", "sometimes"])

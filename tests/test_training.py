@@ -210,6 +210,26 @@ def test_text_features_follow_the_text_prompts_and_deep_prompts(tiny_clip):
     assert torch.allclose(after_deep.norm(dim=-1), torch.ones(3), atol=1e-5)
 
 
+def test_forget_weight_scales_only_the_entropy_term(tiny_clip):
+    clip, _ = tiny_clip
+    model = text_prompted_model(clip, tokens=8, depth=2).eval()
+    images = torch.randn(6, 3, 32, 32)
+    domains = torch.tensor([0, 0, 1, 1, 2, 2])
+    classes = torch.tensor([0, 1, 2, 0, 1, 2])
+    with torch.no_grad():
+        out = model(images)
+        totals = {}
+        for weight in (1.0, 0.5, 0.0):
+            config = TrainConfig(method="adu", forget=["b"], forget_weight=weight)
+            totals[weight], terms = training_losses(out, classes, domains, domains == 0, config, (30.0, 0.5))
+    assert terms["for"] < 0  # -H: the entropy is maximised
+    assert torch.isclose(totals[1.0] - totals[0.5], 0.5 * terms["for"], atol=1e-5)
+    assert torch.isclose(totals[1.0] - totals[0.0], terms["for"], atol=1e-5)
+    assert TrainConfig().forget_weight == 1.0  # the authors' balance by default
+    with pytest.raises(ValueError, match="--forget-weight"):
+        TrainConfig(forget=["b"], forget_weight=-0.5).validate()
+
+
 def test_only_prompts_instapg_and_domain_head_receive_gradients(tiny_clip):
     clip, _ = tiny_clip
     model = text_prompted_model(clip, tokens=8, depth=2).train()

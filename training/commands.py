@@ -59,6 +59,10 @@ def add_method_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--text-prompt-depth", type=int, default=DEFAULTS.text_prompt_depth,
                        help="prompted text blocks from the first, clipped to the text encoder "
                        "(default: %(default)s)")
+    group.add_argument("--forget-weight", type=float, default=DEFAULTS.forget_weight,
+                       help="opt-in: weight of the maximised forgotten-domain entropy against the "
+                       "memorised cross-entropy (default: %(default)s, the authors'; below 1 keeps "
+                       "more memorised accuracy and forgets less)")
     group.add_argument("--gamma", type=float, default=DEFAULTS.gamma,
                        help="weight of the domain classifier's cross-entropy (default: %(default)s)")
     group.add_argument("--lambda", dest="lam", type=float, default=DEFAULTS.lam,

@@ -47,6 +47,9 @@ class TrainConfig:
     instapg_layer: Optional[int] = None  # 1-based; default: the last prompted block
     text_prompt_tokens: int = 8  # learned text context tokens (IVLP)
     text_prompt_depth: int = 9   # prompted text blocks, clipped to the text encoder's
+    # Opt-in: weight of -H_forget against L_memorize (the authors': 1). Below 1 trades
+    # forgetting for memorised accuracy (README: the demo's shipped tiny CLIP).
+    forget_weight: float = 1.0
     gamma: float = 30.0
     lam: float = 0.5             # the authors' run script; the paper text says 10
     # "relative": gamma and lambda are meant at CLIP's logit scale of 100 (OpenAI and LAION
@@ -82,6 +85,8 @@ class TrainConfig:
             raise ValueError("--prompt-tokens and --text-prompt-tokens must be at least 1")
         if (self.prompt_depth is not None and self.prompt_depth < 1) or self.text_prompt_depth < 1:
             raise ValueError("--prompt-depth and --text-prompt-depth must be at least 1")
+        if not 0 <= self.forget_weight < float("inf"):
+            raise ValueError(f"--forget-weight must be a finite number >= 0, got {self.forget_weight}")
         if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("epochs must be >= 0, batch size >= 1 and lr > 0")
 

@@ -149,7 +149,8 @@ def prompt_config(config: TrainConfig, n_blocks: int, n_text_blocks: int) -> Pro
 
 def training_losses(model_out: dict, classes, domains, memorized_mask, config: TrainConfig,
                     ddl_weights):
-    """L = L_memorize - H_forget (+ gamma CE_domain - lambda MMD^2), with `ddl_weights` the
+    """L = L_memorize - w H_forget (+ gamma CE_domain - lambda MMD^2), w = config.forget_weight
+    (1 by default, as the authors), with `ddl_weights` the
     (gamma, lambda) applied (TrainConfig.ddl_weights_for; the ablations zero one of them).
     Returns (total, terms): the unweighted terms as tensors (mem, for = -H, and with DDL
     domain_ce, mmd2)."""
@@ -157,7 +158,7 @@ def training_losses(model_out: dict, classes, domains, memorized_mask, config: T
     forgotten_mask = ~memorized_mask
     terms = {"mem": losses.memorize_loss(logits[memorized_mask], classes[memorized_mask]),
              "for": losses.forget_loss(logits[forgotten_mask])}
-    total = terms["mem"] + terms["for"]
+    total = terms["mem"] + config.forget_weight * terms["for"]
     if config.uses_ddl:
         gamma = ddl_weights[0] if config.uses_domain_ce else 0.0
         lam = ddl_weights[1] if config.uses_mmd else 0.0
