@@ -119,7 +119,7 @@ def run_demo(options: DemoOptions, echo=print) -> Dict:
         step("generate world", t0)
 
     clip, pretrained, model_config = options.clip, options.pretrained, options.model_config
-    zero_shot_by_domain = closest_captions = None
+    zero_shot_by_domain = closest_captions = tiny_clip = None
     if own_clip:
         from .shipped_clip import unpack
         from .tiny_clip import MODEL_NAME, closest_class_captions, pretrain_tiny_clip, zero_shot_accuracy
@@ -133,6 +133,7 @@ def run_demo(options: DemoOptions, echo=print) -> Dict:
         else:
             echo("[demo] 2/5 unpacking the shipped tiny CLIP (pretrained on world seed 100)")
             config_path, checkpoint = unpack(out / "clip")
+        tiny_clip = "shipped" if options.shipped_clip else "pretrained on this seed's world"
         model_config, pretrained = str(config_path), str(checkpoint)
         zero_shot_by_domain = zero_shot_accuracy(MODEL_NAME, checkpoint, data, config_path=config_path)
         echo("[demo]   zero-shot accuracy on the downstream world: " + ", ".join(
@@ -180,6 +181,7 @@ def run_demo(options: DemoOptions, echo=print) -> Dict:
     report = {"metrics": {m: _headline(v) for m, v in metrics.items()},
               "zero_shot": _headline(next(iter(metrics.values()))["zero_shot"]),
               "per_domain": {m: v["per_domain"] for m, v in metrics.items()},
+              "tiny_clip": tiny_clip, "forget_weight": options.forget_weight,
               "zero_shot_by_domain_full_world": zero_shot_by_domain, "closest_class_captions": closest_captions,
               "forgotten_domains": forget, "memorized_domains": manifest["memorized_domains"],
               "thresholds": manifest["thresholds"], "parity": manifest["parity"],
@@ -249,6 +251,10 @@ def format_report(report: Dict) -> str:
               f"{thresholds['forgotten_domain']:.2f} (held-out: {100 * thresholds['memorized_correct_kept']:.1f}% "
               f"of correct real predictions kept, {100 * thresholds['forgotten_suppressed']:.1f}% of "
               f"illustrated ones suppressed)."]
+    if report.get("tiny_clip"):
+        lines.append(f"Tiny CLIP: {report['tiny_clip']}.")
+    if report.get("forget_weight", 1.0) != 1.0:  # an opt-in away from the authors' balance
+        lines.append(f"Forget weight: {report['forget_weight']:g} (the authors': 1).")
     closest = report.get("closest_class_captions")
     if closest:  # near 1: the frozen text tower cannot tell the two classes apart by name
         lines.append("Closest class captions of the tiny CLIP: {} / {} (text cosine {:.3f}).".format(

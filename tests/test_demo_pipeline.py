@@ -40,8 +40,10 @@ def test_demo_writes_every_artifact_it_reports(demo_run):
 def test_demo_pretrains_its_own_tiny_clip_on_the_seed_world_by_default(demo_run):
     from adu_perception.demo.shipped_clip import unpack
 
-    out, _, printed = demo_run
+    out, report, printed = demo_run
     assert "pretraining a tiny CLIP on the pretrain world" in printed and "shipped" not in printed
+    assert report["tiny_clip"] == "pretrained on this seed's world" and report["forget_weight"] == 1.0
+    assert "Tiny CLIP: pretrained on this seed's world." in printed and "Forget weight" not in printed
     assert len(list((out / "world" / "pretrain" / "photo" / "car").iterdir())) == TOY["pretrain_images"]
     _, shipped = unpack(out / "shipped")
     assert not _same_weights(out / "clip" / "tiny-clip-64.pt", shipped)
@@ -53,8 +55,14 @@ def test_demo_with_shipped_clip_starts_from_it_without_a_pretraining_world(tmp_p
     out = tmp_path / "out"
     lines = []
     options = dict(TOY, drive_frames=0, unseen_style_images=0, methods=("adu",))
-    report = run_demo(DemoOptions(out=out, shipped_clip=True, **options), echo=lines.append)
+    report = run_demo(DemoOptions(out=out, shipped_clip=True, forget_weight=0.5, **options), echo=lines.append)
     assert "unpacking the shipped tiny CLIP" in "\n".join(lines)
+    assert (report["tiny_clip"], report["forget_weight"]) == ("shipped", 0.5)
+    assert "Tiny CLIP: shipped." in "\n".join(lines) and "Forget weight: 0.5 (the authors': 1)." in "\n".join(lines)
+    import torch
+
+    trained = torch.load(out / "runs" / "adu" / "checkpoint.pt", weights_only=False)
+    assert trained["config"]["forget_weight"] == 0.5  # the option reached training
     assert not (out / "world" / "pretrain").exists()
     _, shipped = unpack(tmp_path / "shipped")
     assert _same_weights(out / "clip" / "tiny-clip-64.pt", shipped)
