@@ -20,9 +20,8 @@ def demo_command(args) -> int:
     if given and args.shipped_clip:
         raise CommandError(f"options of the tiny CLIP's pretraining ({', '.join(given)}) do not apply to "
                            f"--shipped-clip; leave out one or the other")
-    defaults = DemoOptions()
-    pretraining = {name: getattr(defaults, name) if getattr(args, name) is None else getattr(args, name)
-                   for name in PRETRAIN_OPTIONS}
+    # only those given: DemoOptions keeps its defaults for the rest
+    pretraining = {name: getattr(args, name) for name in PRETRAIN_OPTIONS if getattr(args, name) is not None}
     options = DemoOptions(
         out=Path(args.out), seed=args.seed, clip=args.clip,
         pretrained=args.pretrained or args.pretrained_file, model_config=args.model_config,

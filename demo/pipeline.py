@@ -125,15 +125,16 @@ def run_demo(options: DemoOptions, echo=print) -> Dict:
         from .tiny_clip import MODEL_NAME, closest_class_captions, pretrain_tiny_clip, zero_shot_accuracy
 
         t0 = time.monotonic()
-        if not options.shipped_clip:
+        if options.shipped_clip:
+            echo("[demo] 2/5 unpacking the shipped tiny CLIP (pretrained on world seed 100)")
+            config_path, checkpoint = unpack(out / "clip")
+            tiny_clip, step_name = "shipped", "unpack tiny CLIP"
+        else:
             echo("[demo] 2/5 pretraining a tiny CLIP on the pretrain world")
             config_path, checkpoint = pretrain_tiny_clip(pretrain_root, out / "clip", epochs=options.pretrain_epochs,
                                                          seed=options.seed, medium_captions=options.medium_captions,
                                                          unmasked_fraction=options.pretrain_unmasked)
-        else:
-            echo("[demo] 2/5 unpacking the shipped tiny CLIP (pretrained on world seed 100)")
-            config_path, checkpoint = unpack(out / "clip")
-        tiny_clip = "shipped" if options.shipped_clip else "pretrained on this seed's world"
+            tiny_clip, step_name = "pretrained on this seed's world", "pretrain tiny CLIP"
         model_config, pretrained = str(config_path), str(checkpoint)
         zero_shot_by_domain = zero_shot_accuracy(MODEL_NAME, checkpoint, data, config_path=config_path)
         echo("[demo]   zero-shot accuracy on the downstream world: " + ", ".join(
@@ -141,7 +142,7 @@ def run_demo(options: DemoOptions, echo=print) -> Dict:
         closest_captions = closest_class_captions(MODEL_NAME, checkpoint, world.CLASSES, config_path=config_path)
         echo("[demo]   closest class captions: {} / {} (text cosine {:.3f})".format(
             *closest_captions["classes"], closest_captions["cosine"]))
-        step("unpack tiny CLIP" if options.shipped_clip else "pretrain tiny CLIP", t0)
+        step(step_name, t0)
 
     metrics = {}
     for method in options.methods:

@@ -29,7 +29,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 
 from .tiny_clip import (CAPTION_TEMPLATES, CONFIG_PATH, MEDIUM_TEMPLATES, MODEL_NAME, ZERO_SHOT_TEMPLATE,
-                        register_config)
+                        drive_zero_shot_accuracy, register_config)
 
 PACKED = Path(__file__).with_name("tiny-clip-64-weights.npz")
 RECIPE = {
@@ -114,36 +114,6 @@ def unpack(out_dir, packed=PACKED, config_path=CONFIG_PATH) -> Tuple[Path, Path]
     return config_copy, checkpoint
 
 
-def drive_zero_shot_accuracy(checkpoint, config_path, seed: int, frames: int) -> Dict:
-    """Zero-shot class accuracy on the real road users of a generated drive, cropped as the
-    node crops them: {"accuracy": a, "per_class": {class: [right, seen]}}."""
-    import torch
-
-    from adu_perception.runtime.images import crop_regions, preprocess
-    from adu_perception.training.trainer import to_model_input
-
-    from . import world
-    from .tiny_clip import _caption_tokens, _image_size, _load
-
-    model, transform, tokenizer = _load(MODEL_NAME, checkpoint, config_path)
-    classes = list(world.CLASSES)
-    mean, std = transform.transforms[-1].mean, transform.transforms[-1].std
-    counts = {c: [0, 0] for c in classes}
-    with torch.no_grad():
-        text = torch.nn.functional.normalize(model.encode_text(_caption_tokens(tokenizer, classes, [ZERO_SHOT_TEMPLATE])), dim=-1)
-        for rgb, objects in world.render_drive(frames, seed):
-            real = [o for o in objects if o["domain"] == world.MEMORIZED_DOMAIN]
-            if not real:
-                continue
-            crops = crop_regions(rgb, [tuple(o["box"]) for o in real], 0.0)
-            x = to_model_input(torch.from_numpy(preprocess([c for _, c in crops], _image_size(model))), mean, std)
-            for o, predicted in zip(real, (model.encode_image(x) @ text.T).argmax(-1).tolist()):
-                counts[o["class"]][0] += classes[predicted] == o["class"]
-                counts[o["class"]][1] += 1
-    right, seen = (sum(v[i] for v in counts.values()) for i in (0, 1))
-    return {"accuracy": right / max(1, seen), "per_class": counts}
-
-
 def choose(candidates: List[Dict]) -> Dict:
     """The rule: drop merged captions, then the best validation drive accuracy."""
     kept = [c for c in candidates if c["closest_class_captions"]["cosine"] < RECIPE["merged_cosine"]]
@@ -171,8 +141,8 @@ def build_candidate(work: Path, seed: int) -> Dict:
     return {"seed": seed, "packed": str(packed), "config": str(config_path),
             "zero_shot": zero_shot_accuracy(MODEL_NAME, checkpoint, validation_root, config_path=config_path),
             "closest_class_captions": closest_class_captions(MODEL_NAME, checkpoint, world.CLASSES, config_path),
-            "drive_zero_shot": drive_zero_shot_accuracy(checkpoint, config_path, world_seed,
-                                                        RECIPE["validation_drive_frames"])}
+            "drive_zero_shot": drive_zero_shot_accuracy(MODEL_NAME, checkpoint, world_seed,
+                                                        RECIPE["validation_drive_frames"], config_path)}
 
 
 def main(argv=None) -> int:

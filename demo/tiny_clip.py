@@ -215,13 +215,43 @@ def zero_shot_accuracy(model_name: str, checkpoint, data_root, config_path: Opti
     model, preprocess, tokenizer = _load(model_name, checkpoint, config_path)
     images, labels, domain_ids, classes, domains = load_image_folder(data_root, _image_size(model))
     with torch.no_grad():
-        text = torch.nn.functional.normalize(model.encode_text(_caption_tokens(tokenizer, classes, [template])), dim=-1)
+        text = _class_text_features(model, tokenizer, classes, template)
         predictions = []
         for i in range(0, len(images), batch_size):
             x = torch.stack([preprocess(Image.fromarray(image)) for image in images[i:i + batch_size]])
             predictions.append((model.encode_image(x) @ text.T).argmax(-1).numpy())
     correct = np.concatenate(predictions) == labels
     return {domain: float(correct[domain_ids == d].mean()) for d, domain in enumerate(domains)}
+
+
+def drive_zero_shot_accuracy(model_name: str, checkpoint, seed: int, frames: int,
+                             config_path: Optional[str] = None, template: str = ZERO_SHOT_TEMPLATE) -> Dict:
+    """Zero-shot class accuracy on the real road users of a generated drive, cropped as the
+    node crops them: {"accuracy": a, "per_class": {class: [right, seen]}}."""
+    import torch
+
+    from adu_perception.runtime.images import crop_regions, preprocess
+    from adu_perception.training.trainer import to_model_input
+
+    from . import world
+
+    model, transform, tokenizer = _load(model_name, checkpoint, config_path)
+    classes = list(world.CLASSES)
+    mean, std = transform.transforms[-1].mean, transform.transforms[-1].std  # its Normalize
+    counts = {c: [0, 0] for c in classes}
+    with torch.no_grad():
+        text = _class_text_features(model, tokenizer, classes, template)
+        for rgb, objects in world.render_drive(frames, seed):
+            real = [o for o in objects if o["domain"] == world.MEMORIZED_DOMAIN]
+            if not real:
+                continue
+            crops = crop_regions(rgb, [tuple(o["box"]) for o in real], 0.0)
+            x = to_model_input(torch.from_numpy(preprocess([c for _, c in crops], _image_size(model))), mean, std)
+            for o, predicted in zip(real, (model.encode_image(x) @ text.T).argmax(-1).tolist()):
+                counts[o["class"]][0] += classes[predicted] == o["class"]
+                counts[o["class"]][1] += 1
+    right, seen = (sum(v[i] for v in counts.values()) for i in (0, 1))
+    return {"accuracy": right / max(1, seen), "per_class": counts}
 
 
 def closest_class_captions(model_name: str, checkpoint, classes: Sequence[str], config_path: Optional[str] = None,
@@ -233,10 +263,17 @@ def closest_class_captions(model_name: str, checkpoint, classes: Sequence[str], 
 
     model, _, tokenizer = _load(model_name, checkpoint, config_path)
     with torch.no_grad():
-        text = torch.nn.functional.normalize(model.encode_text(_caption_tokens(tokenizer, classes, [template])), dim=-1)
+        text = _class_text_features(model, tokenizer, classes, template)
     cosine = (text @ text.T).fill_diagonal_(-2.0)
     a, b = divmod(int(cosine.argmax()), len(classes))
     return {"classes": [classes[a], classes[b]], "cosine": round(float(cosine[a, b]), 4)}
+
+
+def _class_text_features(model, tokenizer, classes: Sequence[str], template: str):
+    """[classes, E]: unit-length text embeddings of one caption per class."""
+    import torch
+
+    return torch.nn.functional.normalize(model.encode_text(_caption_tokens(tokenizer, classes, [template])), dim=-1)
 
 
 def _load(model_name: str, checkpoint, config_path: Optional[str] = None):
