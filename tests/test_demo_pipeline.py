@@ -17,7 +17,7 @@ TOY = dict(seed=3, pretrain_images=4, downstream_images=10, pretrain_epochs=1, s
 def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "out"
     lines = []
-    report = run_demo(DemoOptions(out=out, **TOY), echo=lines.append)
+    report = run_demo(DemoOptions(out=out, pretrain_clip=True, **TOY), echo=lines.append)
     return out, report, "\n".join(lines)
 
 
@@ -37,7 +37,7 @@ def test_demo_writes_every_artifact_it_reports(demo_run):
     assert "Closest class captions of the tiny CLIP: {} / {}".format(*closest["classes"]) in printed
 
 
-def test_demo_pretrains_its_own_tiny_clip_on_the_seed_world_by_default(demo_run):
+def test_demo_with_pretrain_clip_pretrains_its_own_tiny_clip_on_the_seed_world(demo_run):
     from adu_perception.demo.shipped_clip import unpack
 
     out, report, printed = demo_run
@@ -49,13 +49,14 @@ def test_demo_pretrains_its_own_tiny_clip_on_the_seed_world_by_default(demo_run)
     assert not _same_weights(out / "clip" / "tiny-clip-64.pt", shipped)
 
 
-def test_demo_with_shipped_clip_starts_from_it_without_a_pretraining_world(tmp_path):
+def test_demo_starts_from_the_shipped_clip_by_default_without_a_pretraining_world(tmp_path):
     from adu_perception.demo.shipped_clip import unpack
 
     out = tmp_path / "out"
     lines = []
-    options = dict(TOY, drive_frames=0, unseen_style_images=0, methods=("adu",))
-    report = run_demo(DemoOptions(out=out, shipped_clip=True, forget_weight=0.5, **options), echo=lines.append)
+    options = {k: v for k, v in TOY.items() if not k.startswith("pretrain_")}
+    options.update(drive_frames=0, unseen_style_images=0, methods=("adu",))
+    report = run_demo(DemoOptions(out=out, forget_weight=0.5, **options), echo=lines.append)
     assert "unpacking the shipped tiny CLIP" in "\n".join(lines)
     assert (report["tiny_clip"], report["forget_weight"]) == ("shipped", 0.5)
     assert "Tiny CLIP: shipped." in "\n".join(lines) and "Forget weight: 0.5 (the authors': 1)." in "\n".join(lines)
@@ -164,17 +165,17 @@ def test_demo_command_passes_the_opt_in_training_and_node_options():
     commands.register(parser.add_subparsers())
     args = parser.parse_args(["demo", "--rendered", "pooled", "--context-margin", "0.1",
                               "--pretrain-unmasked", "0.3", "--forget-weight", "0.5"])
-    assert (args.rendered, args.context_margin, args.shipped_clip, args.pretrain_unmasked, args.forget_weight) == \
+    assert (args.rendered, args.context_margin, args.pretrain_clip, args.pretrain_unmasked, args.forget_weight) == \
         ("pooled", 0.1, False, 0.3, 0.5)
     defaults = parser.parse_args(["demo"])
-    assert (defaults.rendered, defaults.context_margin, defaults.shipped_clip, defaults.forget_weight) == \
+    assert (defaults.rendered, defaults.context_margin, defaults.pretrain_clip, defaults.forget_weight) == \
         ("off", None, False, 1.0)
-    assert parser.parse_args(["demo", "--shipped-clip"]).shipped_clip
+    assert parser.parse_args(["demo", "--pretrain-clip"]).pretrain_clip
     with pytest.raises(SystemExit):
         parser.parse_args(["demo", "--rendered", "sometimes"])
 
 
-def test_pretraining_options_with_the_shipped_clip_are_refused_before_any_work(tmp_path):
+def test_pretraining_options_without_pretrain_clip_are_refused_before_any_work(tmp_path):
     import argparse
 
     from adu_perception.cli import CommandError
@@ -183,14 +184,14 @@ def test_pretraining_options_with_the_shipped_clip_are_refused_before_any_work(t
     parser = argparse.ArgumentParser()
     commands.register(parser.add_subparsers())
     out = tmp_path / "demo"
-    for argv, message in [(["--pretrain-epochs", "3"], r"\(--pretrain-epochs\) do not apply to --shipped-clip"),
+    for argv, message in [(["--pretrain-epochs", "3"], r"\(--pretrain-epochs\) apply only with --pretrain-clip"),
                           (["--medium-captions", "0", "--pretrain-unmasked", "0.3"],
-                           r"\(--pretrain-unmasked, --medium-captions\) do not apply")]:
-        args = parser.parse_args(["demo", "--out", str(out), "--shipped-clip", *argv])
+                           r"\(--pretrain-unmasked, --medium-captions\) apply only")]:
+        args = parser.parse_args(["demo", "--out", str(out), *argv])
         with pytest.raises(CommandError, match=message):
             commands.demo_command(args)
     with pytest.raises(ValueError, match="cannot be combined with --clip"):
-        run_demo(DemoOptions(out=out, shipped_clip=True, clip="ViT-B-16"), echo=lambda _: None)
+        run_demo(DemoOptions(out=out, pretrain_clip=True, clip="ViT-B-16"), echo=lambda _: None)
     assert not out.exists()
 
 

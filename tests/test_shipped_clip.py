@@ -69,14 +69,15 @@ def test_unpack_names_a_missing_or_mismatched_file(tmp_path):
         shipped_clip.unpack(tmp_path / "b", shipped_clip.PACKED, config_path=wider_config)
 
 
-def _candidate(seed, cosine, accuracy):
+def _candidate(seed, cosine, seeds_meeting_goals, right_class):
     return {"seed": seed, "closest_class_captions": {"classes": ["truck", "bus"], "cosine": cosine},
-            "drive_zero_shot": {"accuracy": accuracy}}
+            "validation_demos": {"seeds_meeting_goals": seeds_meeting_goals, "mean_right_class": right_class}}
 
 
-def test_choose_drops_merged_captions_then_takes_the_best_validation_drive():
-    merged_but_best = _candidate(0, 0.9999, 0.95)
-    chosen = shipped_clip.choose([merged_but_best, _candidate(1, 0.97, 0.87), _candidate(2, 0.95, 0.80)])
-    assert chosen["seed"] == 1
+def test_choose_drops_merged_captions_then_takes_the_most_validation_demos_meeting_the_goals():
+    merged_but_best = _candidate(0, 0.9999, 3, 0.95)
+    candidates = [merged_but_best, _candidate(1, 0.97, 2, 0.80), _candidate(2, 0.85, 1, 0.90),
+                  _candidate(3, 0.90, 2, 0.78)]
+    assert shipped_clip.choose(candidates)["seed"] == 1  # 2 of 3 seeds; ties: the higher right class
     with pytest.raises(shipped_clip.ShippedClipError, match="every candidate merged"):
         shipped_clip.choose([merged_but_best])
