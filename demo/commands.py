@@ -47,7 +47,7 @@ def register(subparsers) -> None:
         description="Generate a small driving world (photo, cartoon, sketch, billboard), start from the "
         "tiny CLIP shipped with the package (or pretrain one on the world: --pretrain-clip), train Baseline "
         "and ADU prompts that forget the illustration domains, report Mem/For/H, export an ONNX bundle, and "
-        "run the real ROS 2 node over a generated drive. About 2.5 minutes on 2 idle CPU cores (9 with "
+        "run the real ROS 2 node over a generated drive. About 2 minutes on 2 idle CPU cores (9 with "
         "--pretrain-clip). "
         "With --data and a real CLIP the same steps run on your dataset (the drive is skipped).")
     demo.add_argument("--out", default=str(defaults.out),

@@ -37,7 +37,7 @@ class DemoOptions:
     memorize: List[str] = field(default_factory=list)
     # opt-in, measured in the README: the drive goals on fewer seeds (0-4), 6 minutes more
     pretrain_clip: bool = False
-    # sizes (defaults: about 2.5 minutes on 2 idle CPU cores, measured); pretrain_* and
+    # sizes (defaults: about 2 minutes on 2 idle CPU cores, measured); pretrain_* and
     # medium_captions apply only with `pretrain_clip`
     pretrain_images: int = 300      # per (class, domain), for the tiny CLIP
     downstream_images: int = 48     # per (class, domain), for unlearning (shots, calibration, test)
