@@ -81,3 +81,25 @@ def test_choose_drops_merged_captions_then_takes_the_most_validation_demos_meeti
     assert shipped_clip.choose(candidates)["seed"] == 1  # 2 of 3 seeds; ties: the higher right class
     with pytest.raises(shipped_clip.ShippedClipError, match="every candidate merged"):
         shipped_clip.choose([merged_but_best])
+
+
+def test_validation_demos_count_the_seeds_meeting_every_goal_and_average_the_right_class(tmp_path, monkeypatch):
+    from adu_perception.demo import pipeline
+    from adu_perception.demo.drive import GOALS
+
+    # per seed: billboards suppressed, real reported, right class (only the first meets all three)
+    rates = dict(zip(shipped_clip.RECIPE["validation_demo_seeds"],
+                     [(0.95, 0.99, 0.83), (0.85, 0.99, 0.90), (0.97, 0.95, 0.71)]))
+    seen = []
+
+    def fake_run_demo(options, echo):
+        seen.append((options.seed, options.model_config, options.pretrained, options.pretrain_clip))
+        return {"drive": {"goals": [{"name": name, "rate": rate, "met": rate >= target}
+                                    for (name, _, _, target), rate in zip(GOALS, rates[options.seed])]}}
+
+    monkeypatch.setattr(pipeline, "run_demo", fake_run_demo)
+    result = shipped_clip.validation_demos(tmp_path, "c.json", "c.pt")
+    assert seen == [(seed, "c.json", "c.pt", False) for seed in shipped_clip.RECIPE["validation_demo_seeds"]]
+    assert [r["met"] for r in result["per_seed"].values()] == [True, False, False]
+    assert result["seeds_meeting_goals"] == 1
+    assert result["mean_right_class"] == round((0.83 + 0.90 + 0.71) / 3, 4)
