@@ -163,12 +163,26 @@ def build_candidate(work: Path, seed: int) -> Dict:
     # validated as shipped: packed (float16, used token rows) and unpacked again
     packed = pack(trained, folder / PACKED.name, world.CLASSES)
     config_path, checkpoint = unpack(folder / "unpacked", packed)
+    closest = closest_class_captions(MODEL_NAME, checkpoint, world.CLASSES, config_path)
+    merged = closest["cosine"] >= RECIPE["merged_cosine"]  # dropped by `choose`: no demos needed
     return {"seed": seed, "packed": str(packed), "config": str(config_path),
             "zero_shot": zero_shot_accuracy(MODEL_NAME, checkpoint, validation_root, config_path=config_path),
-            "closest_class_captions": closest_class_captions(MODEL_NAME, checkpoint, world.CLASSES, config_path),
+            "closest_class_captions": closest,
             "drive_zero_shot": drive_zero_shot_accuracy(MODEL_NAME, checkpoint, world_seed,
                                                         RECIPE["validation_drive_frames"], config_path),
-            "validation_demos": validation_demos(folder, config_path, checkpoint)}
+            "validation_demos": None if merged else validation_demos(folder, config_path, checkpoint)}
+
+
+def describe(candidate: Dict) -> str:
+    """One line of a candidate's validation numbers."""
+    closest, demos = candidate["closest_class_captions"], candidate["validation_demos"]
+    line = (f"seed {candidate['seed']}: photo zero-shot {100 * candidate['zero_shot']['photo']:.1f} %, drive "
+            f"{100 * candidate['drive_zero_shot']['accuracy']:.1f} %, closest captions "
+            f"{' / '.join(closest['classes'])} {closest['cosine']:.4f}, ")
+    if demos is None:
+        return line + "merged (no validation demos)"
+    return line + (f"validation demos meeting the drive goals {demos['seeds_meeting_goals']} of "
+                   f"{len(RECIPE['validation_demo_seeds'])} (right class {100 * demos['mean_right_class']:.1f} %)")
 
 
 def main(argv=None) -> int:
@@ -185,12 +199,7 @@ def main(argv=None) -> int:
     (work / "candidates.json").write_text(json.dumps({"recipe": RECIPE, "candidates": candidates,
                                                       "chosen": chosen["seed"]}, indent=2))
     for c in candidates:
-        print(f"seed {c['seed']}: photo zero-shot {100 * c['zero_shot']['photo']:.1f} %, drive "
-              f"{100 * c['drive_zero_shot']['accuracy']:.1f} %, closest captions "
-              f"{' / '.join(c['closest_class_captions']['classes'])} {c['closest_class_captions']['cosine']:.4f}, "
-              f"validation demos meeting the drive goals {c['validation_demos']['seeds_meeting_goals']} of "
-              f"{len(RECIPE['validation_demo_seeds'])} (right class {100 * c['validation_demos']['mean_right_class']:.1f} %)"
-              + ("  <- chosen" if c is chosen else ""))
+        print(describe(c) + ("  <- chosen" if c is chosen else ""))
     if args.write:
         shutil.copyfile(chosen["packed"], PACKED)
         print(f"wrote {PACKED}")

@@ -75,7 +75,7 @@ def _candidate(seed, cosine, seeds_meeting_goals, right_class):
 
 
 def test_choose_drops_merged_captions_then_takes_the_most_validation_demos_meeting_the_goals():
-    merged_but_best = _candidate(0, 0.9999, 3, 0.95)
+    merged_but_best = dict(_candidate(0, 0.9999, 3, 0.95), validation_demos=None)  # build_candidate skips them
     candidates = [merged_but_best, _candidate(1, 0.97, 2, 0.80), _candidate(2, 0.85, 1, 0.90),
                   _candidate(3, 0.90, 2, 0.78)]
     assert shipped_clip.choose(candidates)["seed"] == 1  # 2 of 3 seeds; ties: the higher right class
