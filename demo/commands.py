@@ -16,12 +16,12 @@ def demo_command(args) -> int:
 
     from .pipeline import run_demo
 
-    given = [f"--{name.replace('_', '-')}" for name in PRETRAIN_OPTIONS if getattr(args, name) is not None]
-    if given and not args.pretrain_clip:
-        raise CommandError(f"options of the tiny CLIP's pretraining ({', '.join(given)}) apply only with "
-                           f"--pretrain-clip (the demo starts from the shipped tiny CLIP by default)")
     # only those given: DemoOptions keeps its defaults for the rest
     pretraining = {name: getattr(args, name) for name in PRETRAIN_OPTIONS if getattr(args, name) is not None}
+    if pretraining and not args.pretrain_clip:
+        given = ", ".join(f"--{name.replace('_', '-')}" for name in pretraining)
+        raise CommandError(f"options of the tiny CLIP's pretraining ({given}) apply only with "
+                           f"--pretrain-clip (the demo starts from the shipped tiny CLIP by default)")
     options = DemoOptions(
         out=Path(args.out), seed=args.seed, clip=args.clip,
         pretrained=args.pretrained or args.pretrained_file, model_config=args.model_config,

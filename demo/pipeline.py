@@ -112,7 +112,7 @@ def run_demo(options: DemoOptions, echo=print) -> Dict:
     if generated:
         t0 = time.monotonic()
         echo("[demo] 1/5 generating the world (photo, cartoon, sketch, billboard)")
-        if own_clip and options.pretrain_clip:  # the tiny CLIP's pretraining set
+        if options.pretrain_clip:  # the tiny CLIP's pretraining set (pretrain_clip implies own_clip)
             pretrain_root = world.generate_dataset(out / "world" / "pretrain", options.pretrain_images,
                                                    seed=options.seed)
         data = str(world.generate_dataset(out / "world" / "downstream", options.downstream_images,
