@@ -436,8 +436,8 @@ def calibrated_thresholds(session, calibration, test, memorized_ids, forgotten_i
         chosen_on=f"{len(calibration[0])} calibration images of the run (ONNX Runtime outputs); "
                   f"rates on its {len(test[0])} test images",
         calibration={key: chosen[key] for key in (
-            "memorized_correct_kept", "forgotten_suppressed", "n_memorized_correct", "n_forgotten",
-            "n_forgotten_suppressed_unfamiliar")})
+            "memorized_correct_kept", "forgotten_suppressed", "n_memorized_correct",
+            "n_memorized_correct_required", "n_forgotten", "n_forgotten_suppressed_unfamiliar")})
     log.info("thresholds: confidence %.2f, forgotten_domain %.2f, min_real_similarity %s (test: "
              "memorized correct kept %.1f%%, forgotten suppressed %.1f%%)", thresholds["confidence"],
              thresholds["forgotten_domain"], thresholds["min_real_similarity"],

@@ -15,7 +15,7 @@ from adu_perception.export import onnx_export
 from adu_perception.export.engine import EngineError, check_engine, engine_filename, engine_keys
 from adu_perception.export.onnx_export import (OUTPUT_NAMES, ParityError, export_bundle, run_onnx,
                                               sha256_file)
-from adu_perception.export.thresholds import choose_thresholds
+from adu_perception.export.thresholds import choose_thresholds, required_kept
 
 # The keys docs/bundle.md lists for manifest.json, top level and nested.
 MANIFEST_KEYS = {"format", "format_version", "model_file", "model_sha256", "opset", "input_name",
@@ -308,24 +308,61 @@ def test_export_refuses_a_run_without_calibration_images(tiny_run, tmp_path):
     assert not (tmp_path / "bundle").exists()
 
 
+def crafted_two_rule_calibration(n_memorized: int):
+    """n_memorized correct memorized predictions (confidence 0.9, p_forgotten 0.4) and 20
+    forgotten-domain images: 10 that the domain head flags (p_forgotten 0.8) and 10 it misses
+    (p_forgotten 0.3) whose class confidence is low (0.55). Only forgotten_domain in
+    (0.4, 0.8] together with confidence in (0.55, 0.9] suppresses all forgotten while keeping
+    every memorized."""
+    probs = np.array([[0.9, 0.1]] * n_memorized + [[0.9, 0.1]] * 10 + [[0.55, 0.45]] * 10)
+    domain_probs = np.array([[0.6, 0.4]] * n_memorized + [[0.2, 0.8]] * 10 + [[0.7, 0.3]] * 10)
+    classes = np.zeros(n_memorized + 20, int)
+    domains = np.array([0] * n_memorized + [1] * 20)
+    return probs, domain_probs, classes, domains
+
+
 def test_threshold_search_suppresses_what_it_can_and_keeps_what_it_must():
-    # 20 correct memorized predictions (confidence 0.9, p_forgotten 0.4) and 20 forgotten-domain
-    # images: 10 that the domain head flags (p_forgotten 0.8) and 10 it misses (p_forgotten
-    # 0.3) whose class confidence is low (0.55). Only forgotten_domain in (0.4, 0.8] together
-    # with confidence in (0.55, 0.9] suppresses all forgotten while keeping every memorized.
-    probs = np.array([[0.9, 0.1]] * 20 + [[0.9, 0.1]] * 10 + [[0.55, 0.45]] * 10)
-    domain_probs = np.array([[0.6, 0.4]] * 20 + [[0.2, 0.8]] * 10 + [[0.7, 0.3]] * 10)
-    classes = np.zeros(40, int)
-    domains = np.array([0] * 20 + [1] * 20)
+    probs, domain_probs, classes, domains = crafted_two_rule_calibration(40)
     result = choose_thresholds(probs, domain_probs, classes, domains, [0], [1])
     assert result["memorized_correct_kept"] == 1.0 and result["forgotten_suppressed"] == 1.0
     # forgotten_domain: the middle of the tied 0.41..0.80 (the widest margin to both groups);
     # confidence: the lowest that works (suppress no more than needed).
     assert (result["forgotten_domain"], result["confidence"]) == (0.61, 0.56)
-    assert result["n_forgotten_suppressed"] == 20 and result["n_memorized_correct_kept"] == 20
+    assert result["n_forgotten_suppressed"] == 20 and result["n_memorized_correct_kept"] == 40
     # Asking to keep more than is possible at any suppression level still keeps enough.
     assert choose_thresholds(probs, domain_probs, classes, domains, [0], [1], keep=1.0)[
         "memorized_correct_kept"] == 1.0
+
+
+def test_a_second_rule_needs_enough_calibration_items_for_its_share():
+    # Two rules on share the 5 % budget: each must keep ceil((n + 1) * 0.975) of n alone,
+    # more than n below 39 items. With 38 the confidence rule stays off and only the domain
+    # head's 10 flagged images are suppressed; with 39 both rules are on.
+    few = choose_thresholds(*crafted_two_rule_calibration(38), [0], [1])
+    assert few["confidence"] == 0.0 and few["n_forgotten_suppressed"] == 10
+    enough = choose_thresholds(*crafted_two_rule_calibration(39), [0], [1])
+    assert enough["confidence"] > 0.55 and enough["n_forgotten_suppressed"] == 20
+
+
+def test_required_kept_is_the_conformal_count():
+    assert required_kept(20, 0.95) == 20   # ceil(21 * 0.95) = ceil(19.95); ceil(20 * 0.95) is 19
+    assert required_kept(100, 0.95) == 96  # ceil(95.95)
+    assert required_kept(77, 0.95) == 75   # ceil(74.1)
+    assert required_kept(10, 1.0) == 10 and required_kept(5, 0.0) == 0
+
+
+def test_threshold_search_keeps_the_conformal_count_not_the_plain_share():
+    # 20 correct memorized predictions, one of them (p_forgotten 0.7) looking as forgotten as
+    # the 10 forgotten images (0.7); 10 more forgotten at 0.9. Suppressing 1 of 20 real items
+    # would keep 95 % of this sample, but ceil(21 * 0.95) = 20 must stay: the threshold has to
+    # spare the 0.7 real item, and then the 0.7 forgotten ones pass too.
+    probs = np.array([[0.9, 0.1]] * 40)
+    domain_probs = np.array([[0.7, 0.3]] * 19 + [[0.3, 0.7]] + [[0.3, 0.7]] * 10 + [[0.1, 0.9]] * 10)
+    classes, domains = np.zeros(40, int), np.array([0] * 20 + [1] * 20)
+    result = choose_thresholds(probs, domain_probs, classes, domains, [0], [1], keep=0.95)
+    assert result["n_memorized_correct_required"] == 20
+    assert result["n_memorized_correct_kept"] == 20
+    assert result["n_forgotten_suppressed"] == 10 and 0.7 < result["forgotten_domain"] <= 0.9
 
 
 # --- bundle validation on load (adu_perception.runtime.bundle) -------------------------
