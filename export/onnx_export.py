@@ -414,7 +414,7 @@ def calibrated_thresholds(session, calibration, test, memorized_ids, forgotten_i
     (never holding calibration or test images) min_real_similarity is chosen as well."""
     from adu_perception.runtime.open_set import real_similarity
 
-    from .thresholds import choose_thresholds, score_thresholds
+    from .thresholds import choose_thresholds, items_for_rules, score_thresholds
 
     def outputs(split, name):
         return run_onnx(session, split[0], desc=f"thresholds: graph on {name} images" if progress else None)
@@ -427,6 +427,11 @@ def calibrated_thresholds(session, calibration, test, memorized_ids, forgotten_i
     chosen = choose_thresholds(calibration_out["probs"], calibration_out["domain_probs"],
                                calibration[1], calibration[2], memorized_ids, forgotten_ids,
                                keep=keep, real_similarity=similarity(calibration_out))
+    if chosen["n_memorized_correct"] < items_for_rules(2, keep):
+        log.warning("only %d correct memorised-domain calibration predictions: with fewer than "
+                    "%d only the forgotten-domain rule can be on (docs/bundle.md); train with "
+                    "more --calibration-shots for the confidence and open-set rules",
+                    chosen["n_memorized_correct"], items_for_rules(2, keep))
     thresholds = score_thresholds(test_out["probs"], test_out["domain_probs"], test[1], test[2],
                                   memorized_ids, forgotten_ids, chosen["confidence"],
                                   chosen["forgotten_domain"], similarity(test_out),

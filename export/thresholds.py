@@ -126,6 +126,12 @@ def choose_thresholds(probs: np.ndarray, domain_probs: np.ndarray, classes: np.n
     return result
 
 
+def items_for_rules(rules: int, keep: float) -> int:
+    """The fewest correct calibration items with which `rules` rules can all be on (each
+    keeping its share alone, `_shares_hold`): 39 for two rules at keep 0.95, 59 for three."""
+    return math.ceil(rules / (1 - keep) - 1 - 1e-9)
+
+
 def _shares_hold(values, correct, mask, fd_grid, conf_grid, rs_grid, with_similarity: bool,
                  n_correct: int, keep: float) -> np.ndarray:
     """[F, C, R] bool: each rule that is on keeps, on its own, its share of the correct items.

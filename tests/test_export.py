@@ -15,7 +15,7 @@ from adu_perception.export import onnx_export
 from adu_perception.export.engine import EngineError, check_engine, engine_filename, engine_keys
 from adu_perception.export.onnx_export import (OUTPUT_NAMES, ParityError, export_bundle, run_onnx,
                                               sha256_file)
-from adu_perception.export.thresholds import choose_thresholds, required_kept
+from adu_perception.export.thresholds import choose_thresholds, items_for_rules, required_kept
 
 # The keys docs/bundle.md lists for manifest.json, top level and nested.
 MANIFEST_KEYS = {"format", "format_version", "model_file", "model_sha256", "opset", "input_name",
@@ -349,6 +349,7 @@ def test_required_kept_is_the_conformal_count():
     assert required_kept(100, 0.95) == 96  # ceil(95.95)
     assert required_kept(77, 0.95) == 75   # ceil(74.1)
     assert required_kept(10, 1.0) == 10 and required_kept(5, 0.0) == 0
+    assert (items_for_rules(1, 0.95), items_for_rules(2, 0.95), items_for_rules(3, 0.95)) == (19, 39, 59)
 
 
 def test_threshold_search_keeps_the_conformal_count_not_the_plain_share():
