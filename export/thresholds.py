@@ -39,8 +39,9 @@ def real_similarity_grid(real_similarity, correct) -> np.ndarray:
 def required_kept(n_correct: int, keep: float) -> int:
     """How many of n correct memorised calibration predictions must stay reported:
     ceil((n + 1) * keep), at most n. Keeping only ceil(n * keep) of them puts the thresholds
-    at the edge of the sample, and new images fall beyond that edge more often (81-86 % kept
-    on the proxy's test photos against a 95 % target, 21 correct calibration items). The
+    at the edge of the sample, and new images fall beyond that edge more often (on the
+    proxy, with 15-21 correct calibration items and three rules free: 80-93 % of the test's
+    correct photos kept against a 95 % target; `_shares_hold` limits the rules). The
     (n + 1) count is split conformal prediction's finite-sample correction (Vovk et al. 2005;
     Angelopoulos and Bates 2021): for one threshold, at least `keep` of new exchangeable
     items stay reported on average."""

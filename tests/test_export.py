@@ -243,6 +243,7 @@ def test_thresholds_are_chosen_on_calibration_images_and_reported_on_test_images
             thresholds["min_real_similarity"]) == (
         chosen["confidence"], chosen["forgotten_domain"], chosen["min_real_similarity"])
     assert thresholds["calibration"]["memorized_correct_kept"] == pytest.approx(chosen["memorized_correct_kept"])
+    assert thresholds["calibration"]["n_memorized_correct_required"] == chosen["n_memorized_correct_required"]
     # ... and its rates are those of the test split under them.
     outputs = run_onnx(session, images)
     memorized, forgotten, correct = memorized_forgotten_correct(manifest, outputs, classes, domains)
