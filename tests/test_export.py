@@ -2,6 +2,7 @@
 gate, thresholds, the open-set memory bank, TensorRT engine naming/refusal, latency benchmark.
 Real ONNX Runtime, tiny random CLIP (fixtures in conftest.py)."""
 import json
+import logging
 import re
 import shutil
 
@@ -307,6 +308,14 @@ def test_export_refuses_a_run_without_calibration_images(tiny_run, tmp_path):
     with pytest.raises(onnx_export.ExportError, match="no readable calibration images"):
         export_bundle(run, tmp_path / "bundle", progress=False)
     assert not (tmp_path / "bundle").exists()
+
+
+def test_export_warns_when_calibration_is_too_small_for_a_second_rule(tiny_run, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger=onnx_export.log.name):
+        bundle = export_bundle(tiny_run, tmp_path / "bundle", progress=False)
+    calibration = json.loads((bundle / "manifest.json").read_text())["thresholds"]["calibration"]
+    assert calibration["n_memorized_correct"] < items_for_rules(2, 0.95)
+    assert any("only the forgotten-domain rule can be on" in r.getMessage() for r in caplog.records)
 
 
 def crafted_two_rule_calibration(n_memorized: int):
