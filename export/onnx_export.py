@@ -427,11 +427,12 @@ def calibrated_thresholds(session, calibration, test, memorized_ids, forgotten_i
     chosen = choose_thresholds(calibration_out["probs"], calibration_out["domain_probs"],
                                calibration[1], calibration[2], memorized_ids, forgotten_ids,
                                keep=keep, real_similarity=similarity(calibration_out))
-    if chosen["n_memorized_correct"] < items_for_rules(2, keep):
+    for_two_rules = items_for_rules(2, keep)
+    if chosen["n_memorized_correct"] < for_two_rules:
         log.warning("only %d correct memorised-domain calibration predictions: with fewer than "
                     "%d only the forgotten-domain rule can be on (docs/bundle.md); train with "
                     "more --calibration-shots for the confidence and open-set rules",
-                    chosen["n_memorized_correct"], items_for_rules(2, keep))
+                    chosen["n_memorized_correct"], for_two_rules)
     thresholds = score_thresholds(test_out["probs"], test_out["domain_probs"], test[1], test[2],
                                   memorized_ids, forgotten_ids, chosen["confidence"],
                                   chosen["forgotten_domain"], similarity(test_out),

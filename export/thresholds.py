@@ -45,7 +45,12 @@ def required_kept(n_correct: int, keep: float) -> int:
     (n + 1) count is split conformal prediction's finite-sample correction (Vovk et al. 2005;
     Angelopoulos and Bates 2021): for one threshold, at least `keep` of new exchangeable
     items stay reported on average."""
-    return min(int(n_correct), math.ceil((n_correct + 1) * keep - 1e-9))
+    return min(int(n_correct), int(_conformal_count(n_correct, keep)))
+
+
+def _conformal_count(n: int, keep):
+    """ceil((n + 1) * keep), uncapped (keep may be an array)."""
+    return np.ceil((n + 1) * np.asarray(keep) - 1e-9).astype(int)
 
 
 def choose_thresholds(probs: np.ndarray, domain_probs: np.ndarray, classes: np.ndarray,
@@ -80,25 +85,32 @@ def choose_thresholds(probs: np.ndarray, domain_probs: np.ndarray, classes: np.n
     else:
         rs_grid = np.asarray(real_similarity_grid_values, dtype=np.float64)
 
-    def passing(items):
-        """[F, C, R] counts of `items` that no rule suppresses (reported), per combination."""
+    def rule_passes(items):
+        """Which `items` each rule lets through at each of its grid values: the forgotten-
+        domain rule [F, n], the confidence rule [C, n], the open-set rule [R, n]."""
         not_forgotten = (values.p_forgotten[items][None, :] < fd_grid[:, None]) | ~mask.any()
-        confident = values.score[items][None, :] >= conf_grid[:, None]       # [C, n]
+        confident = values.score[items][None, :] >= conf_grid[:, None]
         if real_similarity is None:
             familiar = np.ones((1, int(items.sum())), bool)
         else:
-            familiar = ~(values.real_similarity[items][None, :] < rs_grid[:, None])  # [R, n]
+            familiar = ~(values.real_similarity[items][None, :] < rs_grid[:, None])
+        return not_forgotten, confident, familiar
+
+    def passing(not_forgotten, confident, familiar):
+        """[F, C, R] counts of items that no rule suppresses (reported), per combination."""
         left = (not_forgotten[:, None, :] & familiar[None, :, :]).reshape(-1, familiar.shape[1])
         counts = left.astype(np.float32) @ confident.T.astype(np.float32)  # exact below 2**24
         return np.rint(counts).astype(np.int64).reshape(len(fd_grid), len(rs_grid),
                                                         len(conf_grid)).transpose(0, 2, 1)
 
     n_correct, n_forgotten = int(correct.sum()), int(forgotten.sum())
-    kept = passing(correct)                       # [F, C, R]
-    suppressed = n_forgotten - passing(forgotten)
+    correct_passes = rule_passes(correct)
+    kept = passing(*correct_passes)               # [F, C, R]
+    suppressed = n_forgotten - passing(*rule_passes(forgotten))
     required = required_kept(n_correct, keep)
-    valid = (kept >= required) & _shares_hold(values, correct, mask, fd_grid, conf_grid, rs_grid,
-                                              real_similarity is not None, n_correct, keep)
+    valid = (kept >= required) & _shares_hold([passes.sum(1) for passes in correct_passes],
+                                              conf_grid, rs_grid, real_similarity is not None,
+                                              n_correct, keep)
     if not valid.any():
         raise ValueError(f"no thresholds keep {required} of the {n_correct} correct memorized "
                          f"predictions ({keep:.0%}, counted as required_kept does)")
@@ -133,8 +145,8 @@ def items_for_rules(rules: int, keep: float) -> int:
     return math.ceil(rules / (1 - keep) - 1 - 1e-9)
 
 
-def _shares_hold(values, correct, mask, fd_grid, conf_grid, rs_grid, with_similarity: bool,
-                 n_correct: int, keep: float) -> np.ndarray:
+def _shares_hold(kept_by_rule, conf_grid, rs_grid, with_similarity: bool, n_correct: int,
+                 keep: float) -> np.ndarray:
     """[F, C, R] bool: each rule that is on keeps, on its own, its share of the correct items.
 
     The domain rule is always on; confidence is on above 0 and min_real_similarity above
@@ -142,19 +154,17 @@ def _shares_hold(values, correct, mask, fd_grid, conf_grid, rs_grid, with_simila
     costs at most 1 - keep), so each must keep ceil((n + 1) * (1 - (1 - keep) / R)) of the n
     correct calibration items. A rule whose share is finer than n items can measure (that
     count above n) cannot be on: with 21 items the domain rule works alone. The domain rule
-    alone needs required_kept (all n when even that is more than n)."""
+    alone needs required_kept (all n when even that is more than n).
+
+    kept_by_rule: each rule's count of correct items it lets through, per grid value ([F],
+    [C], [R])."""
     n = n_correct
-    by_domain = ((values.p_forgotten[correct][None, :] < fd_grid[:, None]) | ~mask.any()).sum(1)
-    by_confidence = (values.score[correct][None, :] >= conf_grid[:, None]).sum(1)
+    by_domain, by_confidence, by_similarity = kept_by_rule
     confidence_on = conf_grid > 0
-    if with_similarity:
-        by_similarity = (~(values.real_similarity[correct][None, :] < rs_grid[:, None])).sum(1)
-        similarity_on = rs_grid > REAL_SIMILARITY_OFF
-    else:
-        by_similarity, similarity_on = np.array([n]), np.array([False])
+    similarity_on = rs_grid > REAL_SIMILARITY_OFF if with_similarity else np.array([False])
     rules_on = 1 + confidence_on[:, None].astype(int) + similarity_on[None, :]      # [C, R]
-    share = np.ceil((n + 1) * (1 - (1 - keep) / rules_on) - 1e-9).astype(int)
-    share = np.where(rules_on == 1, required_kept(n, keep), share)
+    share = np.where(rules_on == 1, required_kept(n, keep),
+                     _conformal_count(n, 1 - (1 - keep) / rules_on))
     return ((by_domain[:, None, None] >= share[None])
             & ((by_confidence[:, None] >= share) | ~confidence_on[:, None])[None]
             & ((by_similarity[None, :] >= share) | ~similarity_on[None, :])[None])
