@@ -1,0 +1,124 @@
+"""One-off probe (not part of the package): does texture at the model's own scale carry to an
+illustration family never trained on?
+
+A linear real-against-illustrated probe on the frozen proxy CLIP's first layer (the patch
+embedding convolution's per-channel mean and std), computed on 96 px tiles cut from images
+loaded and re-drawn at ZOOM x 96 px. Trained on PACS photos against 7 `adu stylize` families
+and the three PACS illustration domains, scored on the 8th family (each in turn) at a fixed
+5 % false suppression of fresh PACS photos; also the share of real driving crops (a second
+camera) it calls illustrated, and each PACS domain left out in turn (trained on the 8
+families and the other two domains). docs/benchmark_styles.md quotes its output.
+
+    .venv/bin/python docs/probes/texture_tiles.py --zoom 2 --seed 0   # about 4 min on 2 cores
+"""
+import argparse
+import glob
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from adu_perception.training.clip_loader import ClipSpec, load_clip  # noqa: E402
+from adu_perception.training.data import MultiDomainDataset, load_images, read_rgb, resize_center_crop  # noqa: E402
+from adu_perception.training.stylize import FAMILIES, render_batch  # noqa: E402
+
+TILE = 96  # the proxy CLIP's input size
+
+
+def stem_statistics(clip, images):
+    """Per-channel mean and std of the patch-embedding convolution, one row per image."""
+    x = torch.from_numpy(np.ascontiguousarray(images).astype(np.float32) / 255).permute(0, 3, 1, 2)
+    x = (x - torch.tensor(clip.mean).view(1, 3, 1, 1)) / torch.tensor(clip.std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        out = torch.cat([clip.model.visual.conv1(x[s:s + 256]).flatten(2) for s in range(0, len(x), 256)])
+    return torch.cat([out.mean(2), out.std(2)], 1).numpy()
+
+
+def tiles(images, size):
+    return np.stack([im[y:y + TILE, x:x + TILE] for im in images
+                     for y in range(0, size, TILE) for x in range(0, size, TILE)])
+
+
+def fit_logistic(x, y, l2=1e-2):
+    """Class-balanced L2 logistic regression (LBFGS); returns the logit function."""
+    x, y = torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.float32)
+    w, b = torch.zeros(x.shape[1], requires_grad=True), torch.zeros(1, requires_grad=True)
+    pos = y.mean()
+    weights = torch.where(y > 0, 0.5 / pos, 0.5 / (1 - pos))
+    opt = torch.optim.LBFGS([w, b], max_iter=200)
+
+    def closure():
+        opt.zero_grad()
+        loss = (weights * torch.nn.functional.binary_cross_entropy_with_logits(x @ w + b, y, reduction="none")).mean()
+        loss = loss + l2 * (w ** 2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return lambda q: (torch.tensor(q, dtype=torch.float32) @ w + b).detach().numpy()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shared", default=str(Path(__file__).resolve().parents[3] / "shared"))
+    parser.add_argument("--zoom", type=int, default=2, help="images at ZOOM x 96 px, ZOOM x ZOOM tiles")
+    parser.add_argument("--seed", type=int, default=0, help="draw of photos and render seeds")
+    args = parser.parse_args()
+    shared = Path(args.shared)
+    if not (shared / "data" / "pacs").is_dir():
+        sys.exit(f"texture_tiles: {shared}/data/pacs not found (pass --shared)")
+    torch.set_num_threads(2)
+    model = shared / "models" / "proxy-clip"
+    clip = load_clip(ClipSpec.from_args(None, str(model / "proxy-vit-tiny-96.pt"), str(model / "proxy-vit-tiny-96.json")))
+    data = MultiDomainDataset.scan(str(shared / "data" / "pacs"), str(model / "splits.txt"))
+    size, rng = TILE * args.zoom, np.random.default_rng(args.seed)
+
+    def pick(domain, n):
+        d = data.domains.index(domain)
+        items = [s for s in data.samples if s.domain_index == d]
+        return [items[i] for i in rng.permutation(len(items))[:n]]
+
+    def load(samples):
+        return load_images(data.root, samples, size)[0]
+
+    def features(images):
+        return stem_statistics(clip, tiles(images, size))
+
+    photos = pick("photo", 10_000)
+    train_photos, calibration, test = load(photos[:240]), load(photos[240:440]), load(photos[440:640])
+    pacs = {d: features(load(pick(d, 240))) for d in ("art_painting", "cartoon", "sketch")}
+    crops = sorted(glob.glob(str(shared / "data" / "driving_crops" / "*" / "*.png")))
+    crops = [crops[i] for i in rng.permutation(len(crops))[:200]]
+    driving = features(np.stack([resize_center_crop(read_rgb(p), size) for p in crops]))
+    f_train, f_calibration = features(train_photos), features(calibration)
+    f_rendered = {f: features(render_batch(train_photos, f, 3 + 10 * args.seed)) for f in FAMILIES}
+    f_held = {f: features(render_batch(test, f, 7 + 10 * args.seed)) for f in FAMILIES}
+
+    # drawn after the rest so that the family rows do not depend on it
+    pacs_held = {d: features(load(pick(d, 200))) for d in pacs}
+
+    suppressed, driving_flagged = {}, []
+    for held in list(FAMILIES) + list(pacs):
+        fakes = np.concatenate([f for name, f in {**f_rendered, **pacs}.items() if name != held])
+        x = np.concatenate([f_train, fakes])
+        mu, sd = x.mean(0), x.std(0) + 1e-6
+        logit = fit_logistic((x - mu) / sd, np.r_[np.zeros(len(f_train)), np.ones(len(fakes))])
+
+        def score(f):  # an image's score: its tiles' mean logit
+            return logit((f - mu) / sd).reshape(-1, args.zoom ** 2).mean(1)
+
+        threshold = np.quantile(score(f_calibration), 0.95)
+        suppressed[held] = 100 * (score(f_held[held] if held in f_held else pacs_held[held]) > threshold).mean()
+        if held in f_held:
+            driving_flagged.append(100 * (score(driving) > threshold).mean())
+    print(f"zoom {args.zoom}, seed {args.seed}: family left out suppressed "
+          f"{np.mean([suppressed[f] for f in FAMILIES]):.1f} % (mean of 8), real driving crops called illustrated "
+          f"{np.mean(driving_flagged):.1f} %; PACS domain left out {np.mean([suppressed[d] for d in pacs]):.1f} % (mean of 3)")
+    for name, rate in suppressed.items():
+        print(f"  {name}: {rate:.1f} %")
+
+
+if __name__ == "__main__":
+    main()
