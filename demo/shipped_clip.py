@@ -1,7 +1,7 @@
 """The tiny CLIP that `adu demo` starts from, and the recipe that made it.
 
 A web-pretrained CLIP is downloaded, not trained per run; and the tiny CLIP's pretraining is
-brittle: about one init in two ends with two class captions embedded as one vector (README,
+brittle: about one init in two ends with two class captions embedded as one vector (docs/demo_experiments.md,
 "Why trucks and buses"), and no prompt learned on a frozen text tower can undo that. This
 checkpoint was pretrained by `RECIPE` on a world no demo seed draws (world seed 100) from
 several inits, and chosen among them by `choose`: drop every candidate whose closest class
@@ -9,8 +9,8 @@ captions reach cosine 0.99, then run the whole demo (its defaults: the authors' 
 each on three validation seeds (100-102: worlds and drives no demo seed 0-4 draws) and keep
 the one that meets the drive goals on the most of them (ties: the higher mean right-class
 rate). Zero-shot accuracy alone did not predict how a CLIP fares once prompts are trained
-on it (README, "The shipped tiny CLIP"). `adu demo --pretrain-clip` pretrains one per seed
-instead.
+on it (docs/demo_experiments.md, "The shipped tiny CLIP"). `adu demo --pretrain-clip`
+pretrains one per seed instead.
 
 Stored compact (`pack`): float16, and of the token embedding only the rows of tokens that
 the captions use. The other rows were never trained (their gradient is always zero, and

@@ -99,7 +99,7 @@ def pretrain_tiny_clip(data_root, out_dir, epochs: int = 15, seed: int = 0, batc
     captions of every (domain, class) pair. AdamW with linear warm-up then cosine decay;
     light augmentation (zoom, shift, flip) and patch dropout, off for the last
     `unmasked_fraction` of the steps (FLIP's unmasked tuning: the model is used with every
-    patch; opt-in, measured in the README).
+    patch; opt-in, measured in docs/demo_experiments.md).
     The demo's sizes (7,200 64-px images, 20 epochs) took 335-390 s on 2 idle CPU cores.
 
     Writes `<out_dir>/<name>.json` (a copy of the config) and `<out_dir>/<name>.pt` (the

@@ -48,7 +48,7 @@ class TrainConfig:
     text_prompt_tokens: int = 8  # learned text context tokens (IVLP)
     text_prompt_depth: int = 9   # prompted text blocks, clipped to the text encoder's
     # Opt-in: weight of -H_forget against L_memorize (the authors': 1). Below 1 trades
-    # forgetting for memorised accuracy (README: "Opt-in: `--forget-weight W`").
+    # forgetting for memorised accuracy (docs/demo_experiments.md: "Opt-in: `--forget-weight W`").
     forget_weight: float = 1.0
     gamma: float = 30.0
     lam: float = 0.5             # the authors' run script; the paper text says 10

@@ -23,14 +23,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from adu_perception.training.clip_loader import ClipSpec, load_clip  # noqa: E402
 from adu_perception.training.data import MultiDomainDataset, load_images, read_rgb, resize_center_crop  # noqa: E402
 from adu_perception.training.stylize import FAMILIES, render_batch  # noqa: E402
+from adu_perception.training.trainer import to_model_input  # noqa: E402
 
 TILE = 96  # the proxy CLIP's input size
 
 
 def stem_statistics(clip, images):
     """Per-channel mean and std of the patch-embedding convolution, one row per image."""
-    x = torch.from_numpy(np.ascontiguousarray(images).astype(np.float32) / 255).permute(0, 3, 1, 2)
-    x = (x - torch.tensor(clip.mean).view(1, 3, 1, 1)) / torch.tensor(clip.std).view(1, 3, 1, 1)
+    x = to_model_input(torch.from_numpy(np.ascontiguousarray(images)), clip.mean, clip.std)
     with torch.no_grad():
         out = torch.cat([clip.model.visual.conv1(x[s:s + 256]).flatten(2) for s in range(0, len(x), 256)])
     return torch.cat([out.mean(2), out.std(2)], 1).numpy()
