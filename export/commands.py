@@ -16,7 +16,8 @@ def export_command(args) -> int:
     try:
         bundle = export_bundle(args.run, args.out, opset=args.opset, parity_images=args.parity_images,
                                data_root=args.data, overwrite=args.force,
-                               open_set=args.open_set == "on")
+                               open_set=args.open_set == "on", texture_head=args.texture_head == "on",
+                               texture_zoom=args.texture_zoom)
     except (ExportError, CheckpointError) as error:
         raise CommandError(str(error)) from None
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -35,6 +36,12 @@ def export_command(args) -> int:
               f"{thresholds['n_forgotten_suppressed_unfamiliar']} forgotten suppressed as unfamiliar)")
     else:
         print("open set: off (no memory bank; the 'unfamiliar' rule is off)")
+    texture = manifest.get("texture")
+    if texture:
+        print(f"texture head: crops read at {texture['input_size']} px, {texture['fitted_on']} (test: "
+              f"{thresholds['n_forgotten_suppressed_texture']} forgotten suppressed for their texture)")
+    else:
+        print("texture head: off (rule 1 reads the domain head only)")
     return 0
 
 
@@ -94,6 +101,12 @@ def register(subparsers) -> None:
                         help="on: store a memory bank of the memorised domains' training images "
                         "and suppress items unlike all of them as 'unfamiliar'; off: no bank, "
                         "that rule off (default: %(default)s)")
+    export.add_argument("--texture-head", choices=("on", "off"), default="off",
+                        help="on: fit a texture head on the run's training images read at "
+                        "--texture-zoom x the input size, and suppress items whose texture is not "
+                        "a photo's at the forgotten-domain threshold (docs/bundle.md; default: %(default)s)")
+    export.add_argument("--texture-zoom", type=int, default=2,
+                        help="the texture head reads crops at this many times the input size (default: %(default)s)")
     export.set_defaults(func=export_command)
 
     engine = subparsers.add_parser(

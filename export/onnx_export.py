@@ -7,7 +7,9 @@ text features folded in. Export is checked against the PyTorch model on the run'
 images and refused (no bundle written) when ONNX Runtime disagrees. Decision thresholds are
 chosen on the run's calibration images and their rates reported on its test images.
 The open-set memory bank (memory_bank.npy) holds the graph's embeddings of the run's training
-images of the memorised domains, each also horizontally flipped.
+images of the memorised domains, each also horizontally flipped. The texture head
+(texture_head.npz, `texture_head=True`) is fitted on the run's training images read at
+zoom x the input size (training.texture_head); it is numpy at run time, not in the graph.
 """
 import contextlib
 import datetime
@@ -25,6 +27,7 @@ import torch
 from torch import nn
 
 from adu_perception.runtime.bundle import sha256_file
+from adu_perception.runtime.texture import STEM_STATISTICS
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +36,9 @@ OUTPUT_NAMES = ("probs", "logits", "domain_probs", "embeddings")
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
 BUNDLE_FORMAT = "adu-bundle"
-BUNDLE_FORMAT_VERSION = 2
+BUNDLE_FORMAT_VERSION = 3
 BANK_FILE = "memory_bank.npy"
+TEXTURE_FILE = "texture_head.npz"
 OPEN_SET_SCORE = "knn_cosine"
 OPEN_SET_K = 5
 MIN_OPSET = 17
@@ -249,8 +253,9 @@ def versions() -> dict:
 
 
 def build_manifest(payload: dict, checkpoint, opset: int, model_sha256: str, thresholds: dict,
-                   parity: dict, open_set: Optional[dict] = None) -> dict:
-    """manifest.json exactly as docs/bundle.md lays it out (open_set None: no bank)."""
+                   parity: dict, open_set: Optional[dict] = None, texture: Optional[dict] = None) -> dict:
+    """manifest.json exactly as docs/bundle.md lays it out (open_set None: no bank; texture
+    None: no texture head)."""
     return {
         "format": BUNDLE_FORMAT,
         "format_version": BUNDLE_FORMAT_VERSION,
@@ -273,6 +278,7 @@ def build_manifest(payload: dict, checkpoint, opset: int, model_sha256: str, thr
         "memorized_domains": list(payload["memorized_domains"]),
         "forgotten_domains": list(payload["forgotten_domains"]),
         "open_set": open_set,
+        "texture": texture,
         "thresholds": thresholds,
         "parity": parity,
         "source": {
@@ -305,7 +311,8 @@ def _publish(staging: Path, out_dir: Path, overwrite: bool) -> None:
 def export_bundle(run_dir, out_dir, opset: int = MIN_OPSET, parity_images: int = 64,
                   data_root=None, tolerance: float = PARITY_TOLERANCE, keep: float = 0.95,
                   overwrite: bool = False, progress: bool = True, open_set: bool = True,
-                  open_set_k: int = OPEN_SET_K) -> Path:
+                  open_set_k: int = OPEN_SET_K, texture_head: bool = False,
+                  texture_zoom: int = 2) -> Path:
     """Export a finished run to a bundle folder; returns its path.
 
     Parity is checked on `parity_images` test images (half memorized, half forgotten
@@ -314,6 +321,8 @@ def export_bundle(run_dir, out_dir, opset: int = MIN_OPSET, parity_images: int =
     open_set: write the memory bank (training images of the memorised domains and their
     flips, through the graph) and choose min_real_similarity too; False writes a format-2
     bundle without a bank (the "unfamiliar" rule off), for comparison.
+    texture_head: fit and write the texture head (crops read at texture_zoom x the input
+    size); the thresholds are then chosen with its score in rule 1.
     Nothing is left at `out_dir` unless every check passed.
     """
     from adu_perception.training.checkpoint import checkpoint_path, load_checkpoint, model_from_checkpoint
@@ -335,12 +344,30 @@ def export_bundle(run_dir, out_dir, opset: int = MIN_OPSET, parity_images: int =
 
     if isinstance(open_set_k, bool) or int(open_set_k) != open_set_k or open_set_k < 1:
         raise ExportError(f"open-set k must be an integer >= 1, got {open_set_k!r}")
+    if isinstance(texture_zoom, bool) or int(texture_zoom) != texture_zoom or texture_zoom < 1:
+        raise ExportError(f"texture zoom must be an integer >= 1, got {texture_zoom!r}")
     test = load_split(payload, "test", data_root)
     calibration = load_split(payload, "calibration", data_root)
+    zoomed = None
+    if texture_head:
+        zoomed = {split: load_split(payload, split, data_root, size * texture_zoom)
+                  for split in ("train", "calibration", "test")}
+        for split, images in (("calibration", calibration), ("test", test)):
+            if len(zoomed[split][0]) != len(images[0]):
+                raise ExportError(f"{split} images read at {size} px and {size * texture_zoom} px differ")
     if payload.get("rendered_domains"):  # a run trained with --rendered: its families in calibration too
         from adu_perception.training.rendered import with_rendered_copies
 
-        calibration = (*with_rendered_copies(payload, *calibration[:3]), calibration[3])
+        if zoomed is None:
+            calibration = (*with_rendered_copies(payload, *calibration[:3]), calibration[3])
+        else:  # drawn at the texture head's size; the graph sees them downsampled
+            from adu_perception.runtime.images import preprocess
+
+            n_real = len(calibration[0])
+            drawn = with_rendered_copies(payload, *zoomed["calibration"][:3])
+            zoomed["calibration"] = (*drawn, zoomed["calibration"][3])
+            calibration = (np.concatenate([calibration[0], preprocess(list(drawn[0][n_real:]), size)])
+                           if len(drawn[0]) > n_real else calibration[0], drawn[1], drawn[2], calibration[3])
     train = load_split(payload, "train", data_root) if open_set else None
     if len(test[0]) == 0:
         raise ExportError(f"run {run_dir} has no readable test images to check the export on")
@@ -378,10 +405,20 @@ def export_bundle(run_dir, out_dir, opset: int = MIN_OPSET, parity_images: int =
                             "bank_sha256": sha256_file(staging / BANK_FILE),
                             "n_bank": int(len(bank)), "bank_from": bank_from}
             log.info("open-set memory bank: %s", bank_from)
+        texture_section = p_texture = None
+        if zoomed is not None:
+            head = fit_run_texture_head(payload, model, zoomed["train"], texture_zoom)
+            head.save(staging / TEXTURE_FILE)
+            texture_section = {"score": STEM_STATISTICS, "file": TEXTURE_FILE,
+                               "sha256": sha256_file(staging / TEXTURE_FILE), "zoom": int(texture_zoom),
+                               "tile": size, "input_size": head.input_size, "fitted_on": head.fitted_on}
+            p_texture = (head.probability(zoomed["calibration"][0]), head.probability(zoomed["test"][0]))
+            log.info("texture head: %s", head.fitted_on)
         thresholds = calibrated_thresholds(session, calibration, test, memorized_ids,
-                                           forgotten_ids, keep, progress, bank, int(open_set_k))
+                                           forgotten_ids, keep, progress, bank, int(open_set_k),
+                                           p_texture)
         manifest = build_manifest(payload, checkpoint, opset, sha256_file(onnx_path), thresholds,
-                                  parity, bank_section)
+                                  parity, bank_section, texture_section)
         (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
         _publish(staging, out_dir, overwrite)
     except BaseException:
@@ -406,12 +443,34 @@ def memory_bank(session, train, memorized_ids, domain_names, progress: bool = Fa
     return embeddings["embeddings"].astype(np.float16), bank_from
 
 
+def fit_run_texture_head(payload: dict, model, train_zoomed, zoom: int):
+    """The texture head of a run: its memorised training photos against its forgotten-domain
+    training images and the families it was trained with (training.texture_head)."""
+    from adu_perception.training.rendered import resolve_families
+    from adu_perception.training.texture_head import fit_texture_head, illustrations_for_fit, stem_weight
+
+    names, config = payload["domain_names"], payload["config"]
+    images, _, domains, _ = train_zoomed
+    photos = images[np.isin(domains, [names.index(d) for d in payload["memorized_domains"]])]
+    forgotten = images[np.isin(domains, [names.index(d) for d in payload["forgotten_domains"]])]
+    families = (resolve_families(config.get("rendered_families", []))
+                if config.get("rendered", "off") != "off" else [])
+    fitted_on = (f"{len(photos)} memorised training photos against {len(forgotten)} forgotten-domain "
+                 f"training images" + (f" and the photos drawn in {len(families)} families "
+                                       f"({', '.join(families)})" if families else "")
+                 + f", read at {zoom} x {payload['image_size']} px in {zoom * zoom} tiles")
+    return fit_texture_head(stem_weight(model), payload["mean"], payload["std"], photos,
+                            illustrations_for_fit(photos, forgotten, families, config["seed"]), zoom,
+                            int(payload["image_size"]), fitted_on)
+
+
 def calibrated_thresholds(session, calibration, test, memorized_ids, forgotten_ids,
                           keep: float, progress: bool = False, bank: Optional[np.ndarray] = None,
-                          k: int = OPEN_SET_K) -> dict:
+                          k: int = OPEN_SET_K, p_texture=None) -> dict:
     """The manifest's `thresholds`: chosen on the calibration split's graph outputs, with the
     rates (memorized correct kept, forgotten suppressed) of the test split. With a memory bank
-    (never holding calibration or test images) min_real_similarity is chosen as well."""
+    (never holding calibration or test images) min_real_similarity is chosen as well; with
+    p_texture (calibration, test scores of the texture head) rule 1 reads it too."""
     from adu_perception.runtime.open_set import real_similarity
 
     from .thresholds import choose_thresholds, items_for_rules, score_thresholds
@@ -426,7 +485,8 @@ def calibrated_thresholds(session, calibration, test, memorized_ids, forgotten_i
     calibration_out, test_out = outputs(calibration, "calibration"), outputs(test, "test")
     chosen = choose_thresholds(calibration_out["probs"], calibration_out["domain_probs"],
                                calibration[1], calibration[2], memorized_ids, forgotten_ids,
-                               keep=keep, real_similarity=similarity(calibration_out))
+                               keep=keep, real_similarity=similarity(calibration_out),
+                               p_texture=None if p_texture is None else p_texture[0])
     for_two_rules = items_for_rules(2, keep)
     if chosen["n_memorized_correct"] < for_two_rules:
         log.warning("only %d correct memorised-domain calibration predictions: with fewer than "
@@ -436,14 +496,15 @@ def calibrated_thresholds(session, calibration, test, memorized_ids, forgotten_i
     thresholds = score_thresholds(test_out["probs"], test_out["domain_probs"], test[1], test[2],
                                   memorized_ids, forgotten_ids, chosen["confidence"],
                                   chosen["forgotten_domain"], similarity(test_out),
-                                  chosen["min_real_similarity"])
+                                  chosen["min_real_similarity"], None if p_texture is None else p_texture[1])
     thresholds.update(
         target_memorized_correct_kept=keep,
         chosen_on=f"{len(calibration[0])} calibration images of the run (ONNX Runtime outputs); "
                   f"rates on its {len(test[0])} test images",
         calibration={key: chosen[key] for key in (
             "memorized_correct_kept", "forgotten_suppressed", "n_memorized_correct",
-            "n_memorized_correct_required", "n_forgotten", "n_forgotten_suppressed_unfamiliar")})
+            "n_memorized_correct_required", "n_forgotten", "n_forgotten_suppressed_unfamiliar",
+            "n_forgotten_suppressed_texture")})
     log.info("thresholds: confidence %.2f, forgotten_domain %.2f, min_real_similarity %s (test: "
              "memorized correct kept %.1f%%, forgotten suppressed %.1f%%)", thresholds["confidence"],
              thresholds["forgotten_domain"], thresholds["min_real_similarity"],

@@ -15,7 +15,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-RULE = ("suppress if sum(domain_probs[forgotten]) >= forgotten_domain, "
+RULE = ("suppress if sum(domain_probs[forgotten]) >= forgotten_domain or p_texture >= "
+        "forgotten_domain (texture head only), "
         "else suppress if real_similarity < min_real_similarity (kNN cosine to the memorised-"
         "domain bank; only with an open_set bank), "
         "else suppress if max(probs) < confidence")
@@ -58,10 +59,12 @@ def choose_thresholds(probs: np.ndarray, domain_probs: np.ndarray, classes: np.n
                       forgotten_ids: Sequence[int], keep: float = 0.95,
                       confidence_grid=CONFIDENCE_GRID,
                       forgotten_domain_grid=FORGOTTEN_DOMAIN_GRID,
-                      real_similarity=None, real_similarity_grid_values=None) -> dict:
+                      real_similarity=None, real_similarity_grid_values=None,
+                      p_texture=None) -> dict:
     """The `thresholds` section of a manifest, chosen on these outputs. With real_similarity
     [N] (the open-set score of these items) min_real_similarity is searched too, over
-    `real_similarity_grid` unless grid values are given.
+    `real_similarity_grid` unless grid values are given. With p_texture [N] (the texture
+    head's score) rule 1 compares it with forgotten_domain as well.
 
     Ties on forgotten suppression go to the combination keeping more correct memorized
     predictions, then to the lower confidence and min_real_similarity (suppress no more than
@@ -75,7 +78,7 @@ def choose_thresholds(probs: np.ndarray, domain_probs: np.ndarray, classes: np.n
     # The per-item values come from the rule itself (one decide call, nothing suppressed
     # there matters); the grid then only compares them, all combinations at once.
     mask = _mask(domain_probs, forgotten_ids)
-    values = _decide(probs, domain_probs, mask, 0.0, 1.0, real_similarity, None)
+    values = _decide(probs, domain_probs, mask, 0.0, 1.0, real_similarity, None, p_texture)
     fd_grid = np.asarray(forgotten_domain_grid, dtype=np.float64)
     conf_grid = np.asarray(confidence_grid, dtype=np.float64)
     if real_similarity is None:
@@ -88,7 +91,8 @@ def choose_thresholds(probs: np.ndarray, domain_probs: np.ndarray, classes: np.n
     def rule_passes(items):
         """Which `items` each rule lets through at each of its grid values: the forgotten-
         domain rule [F, n], the confidence rule [C, n], the open-set rule [R, n]."""
-        not_forgotten = (values.p_forgotten[items][None, :] < fd_grid[:, None]) | ~mask.any()
+        not_forgotten = (((values.p_forgotten[items][None, :] < fd_grid[:, None]) | ~mask.any())
+                         & ~(values.p_texture[items][None, :] >= fd_grid[:, None]))
         confident = values.score[items][None, :] >= conf_grid[:, None]
         if real_similarity is None:
             familiar = np.ones((1, int(items.sum())), bool)
@@ -129,7 +133,8 @@ def choose_thresholds(probs: np.ndarray, domain_probs: np.ndarray, classes: np.n
     forgotten_domain = float(fd_grid[f])
     min_real_similarity = None if real_similarity is None else float(rs_grid[r])
     result = score_thresholds(probs, domain_probs, classes, domains, memorized_ids, forgotten_ids,
-                              confidence, forgotten_domain, real_similarity, min_real_similarity)
+                              confidence, forgotten_domain, real_similarity, min_real_similarity,
+                              p_texture)
     # The search must agree with decide() itself (one rule, one place).
     if (result["n_memorized_correct_kept"], result["n_forgotten_suppressed"]) != (
             int(kept[f, c, r]), int(suppressed[f, c, r])):
@@ -172,17 +177,18 @@ def _shares_hold(kept_by_rule, conf_grid, rs_grid, with_similarity: bool, n_corr
 
 def score_thresholds(probs, domain_probs, classes, domains, memorized_ids, forgotten_ids,
                      confidence: float, forgotten_domain: float, real_similarity=None,
-                     min_real_similarity: Optional[float] = None) -> dict:
+                     min_real_similarity: Optional[float] = None, p_texture=None) -> dict:
     """Rates and counts of one threshold set (the manifest's `thresholds` section);
-    min_real_similarity is None when the open-set rule is off."""
+    min_real_similarity is None when the open-set rule is off, p_texture when there is no
+    texture head."""
     memorized, forgotten, correct = _groups(probs, classes, domains, memorized_ids, forgotten_ids)
     decisions = _decide(probs, domain_probs, _mask(domain_probs, forgotten_ids), confidence,
-                        forgotten_domain, real_similarity, min_real_similarity)
+                        forgotten_domain, real_similarity, min_real_similarity, p_texture)
     suppressed = ~decisions.reported
     n_correct, n_forgotten = int(correct.sum()), int(forgotten.sum())
     n_kept = int((correct & ~suppressed).sum())
     n_suppressed = int((forgotten & suppressed).sum())
-    from adu_perception.runtime.decision import UNFAMILIAR
+    from adu_perception.runtime.decision import ILLUSTRATED_TEXTURE, UNFAMILIAR
 
     return {
         "confidence": confidence,
@@ -195,6 +201,7 @@ def score_thresholds(probs, domain_probs, classes, domains, memorized_ids, forgo
         "n_memorized_correct": n_correct, "n_memorized_correct_kept": n_kept,
         "n_forgotten_suppressed": n_suppressed,
         "n_forgotten_suppressed_unfamiliar": int((forgotten & (decisions.reason == UNFAMILIAR)).sum()),
+        "n_forgotten_suppressed_texture": int((forgotten & (decisions.reason == ILLUSTRATED_TEXTURE)).sum()),
     }
 
 
@@ -211,8 +218,8 @@ def _mask(domain_probs, forgotten_ids) -> np.ndarray:
 
 
 def _decide(probs, domain_probs, mask, confidence, forgotten_domain, real_similarity,
-            min_real_similarity):
+            min_real_similarity, p_texture=None):
     from adu_perception.runtime.decision import decide
 
     return decide(probs, domain_probs, mask, confidence, forgotten_domain, real_similarity,
-                  min_real_similarity)
+                  min_real_similarity, p_texture)

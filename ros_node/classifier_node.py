@@ -253,6 +253,9 @@ class ClassifierNode(Node):
             self.get_logger().info(f"open-set rule on: {open_set.score}, k {open_set.k} over "
                                    f"{open_set.n_bank} memorised-domain embeddings; 'unfamiliar' "
                                    f"below {self.bundle.min_real_similarity_threshold:.4f}")
+        if self.bundle.texture is not None:
+            self.get_logger().info(f"texture rule on: crops also read at {self.bundle.texture.input_size} px; "
+                                   f"'illustrated_texture' at p_texture >= forgotten_domain_threshold")
 
     def _declare_threshold_parameters(self):
         real = self.bundle.min_real_similarity_threshold
@@ -460,10 +463,10 @@ class ClassifierNode(Node):
         decisions = {}
         if valid:
             crops = images.crop_regions(rgb, [boxes[i].region for i in valid], margin)
-            batch = images.preprocess([crop for _, crop in crops], self.bundle.input_size)
-            found = self.predictor.classify(batch, settings.confidence, settings.forgotten_domain,
-                                            settings.top_k, regions=[r for r, _ in crops],
-                                            min_real_similarity=settings.min_real_similarity)
+            found = self.predictor.classify_crops([crop for _, crop in crops], settings.confidence,
+                                                  settings.forgotten_domain, settings.top_k,
+                                                  regions=[r for r, _ in crops],
+                                                  min_real_similarity=settings.min_real_similarity)
             decisions = dict(zip(valid, found))
         if self._stop_event.is_set():
             return  # shutting down while the model ran: the outputs may be gone
@@ -483,7 +486,7 @@ class ClassifierNode(Node):
             x, y, w, h = box.region
             return {"id": box.id, "reported": False, "suppressed": True, "reason": OUTSIDE_FRAME,
                     "label": None, "score": 0.0, "domain": None, "domain_score": 0.0,
-                    "p_forgotten": 0.0, "real_similarity": None, "top_k": [],
+                    "p_forgotten": 0.0, "real_similarity": None, "p_texture": None, "top_k": [],
                     "region": [x, y, w, h]}
         return {"id": box.id, **decision.to_dict()}
 

@@ -329,7 +329,7 @@ def damage(folder, what):
     elif what == "threshold_without_bank":
         edit_manifest(folder, open_set=None)
     elif what == "version":
-        edit_manifest(folder, format_version=3)
+        edit_manifest(folder, format_version=4)
 
 
 @pytest.mark.parametrize("what, problem", [
@@ -344,7 +344,7 @@ def damage(folder, what):
     ("threshold", r"thresholds.min_real_similarity must be a number in \[-1, 1\].*1.5"),
     ("no_threshold", r"thresholds.min_real_similarity must be a number .* got None"),
     ("threshold_without_bank", r"min_real_similarity is set but there is no open_set"),
-    ("version", r"format_version 3 is not supported by this runtime \(it reads 1, 2"),
+    ("version", r"format_version 4 is not supported by this runtime \(it reads 1, 2, 3"),
 ])
 def test_a_bad_memory_bank_or_open_set_section_is_refused(tmp_path, open_set_bundle, what, problem):
     folder = copy_bundle(open_set_bundle, tmp_path / what)

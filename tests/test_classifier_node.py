@@ -273,14 +273,14 @@ class GatedPredictor:
         self.predictor, self.fail_once = predictor, fail_once
         self.entered, self.release = threading.Event(), threading.Event()
 
-    def classify(self, *args, **kwargs):
+    def classify_crops(self, *args, **kwargs):
         self.entered.set()
         # Only a safety net: a loaded CI machine may take long to publish the test's burst.
         assert self.release.wait(GATE_TIMEOUT), "the test never opened the gate"
         if self.fail_once:
             self.fail_once = False
             raise RuntimeError("backend failure injected by the test")
-        return self.predictor.classify(*args, **kwargs)
+        return self.predictor.classify_crops(*args, **kwargs)
 
     def __getattr__(self, name):
         return getattr(self.predictor, name)

@@ -21,7 +21,7 @@ from adu_perception.export.thresholds import choose_thresholds, items_for_rules,
 # The keys docs/bundle.md lists for manifest.json, top level and nested.
 MANIFEST_KEYS = {"format", "format_version", "model_file", "model_sha256", "opset", "input_name",
                  "output_names", "input_size", "embedding_dim", "preprocessing", "class_names",
-                 "domain_names", "memorized_domains", "forgotten_domains", "open_set", "thresholds",
+                 "domain_names", "memorized_domains", "forgotten_domains", "open_set", "texture", "thresholds",
                  "parity", "source", "created_utc", "versions"}
 THRESHOLD_KEYS = {"confidence", "forgotten_domain", "min_real_similarity", "rule",
                   "memorized_correct_kept", "forgotten_suppressed", "n_memorized", "n_forgotten"}
@@ -90,7 +90,7 @@ def test_manifest_follows_the_contract_and_matches_the_graph(tiny_bundle, tiny_r
     assert set(manifest) == MANIFEST_KEYS
     assert THRESHOLD_KEYS <= set(manifest["thresholds"])
     assert PARITY_KEYS <= set(manifest["parity"])
-    assert manifest["format"] == "adu-bundle" and manifest["format_version"] == 2
+    assert manifest["format"] == "adu-bundle" and manifest["format_version"] == 3
     assert set(manifest["open_set"]) == OPEN_SET_KEYS
     assert manifest["model_sha256"] == sha256_file(tiny_bundle / manifest["model_file"])
     assert manifest["source"]["checkpoint_sha256"] == sha256_file(tiny_run / "checkpoint.pt")
@@ -291,7 +291,7 @@ def test_export_with_open_set_off_writes_no_bank(tiny_run, tmp_path, capsys):
     assert main(["export", "--run", str(tiny_run), "--out", str(out), "--open-set", "off"]) == 0
     assert "open set: off" in capsys.readouterr().out
     manifest = manifest_of(out)
-    assert manifest["format_version"] == 2 and manifest["open_set"] is None
+    assert manifest["format_version"] == 3 and manifest["open_set"] is None
     assert manifest["thresholds"]["min_real_similarity"] is None
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx"]
     bundle = load_bundle(out)

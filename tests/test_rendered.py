@@ -157,7 +157,7 @@ def test_styles_benchmark_scores_only_units_each_run_never_saw(tiny_clip, tiny_d
                    "--prompt-tokens", "2", "--prompt-depth", "1", "--workers", "1", "--device", "cpu",
                    "--methods", "adu", "--families", "comic,screen,line_ink",
                    "--held-out-families", "comic,screen", "--held-out-domains", "cartoon",
-                   "--out", str(out), "--work-dir", str(work)])
+                   "--texture-zoom", "2", "--out", str(out), "--work-dir", str(work)])
     assert status == 0
     report = json.loads(out.read_text())
     rows = report["rows"]
@@ -169,7 +169,7 @@ def test_styles_benchmark_scores_only_units_each_run_never_saw(tiny_clip, tiny_d
         config = load_checkpoint(work / "seed0" / f"adu-without-{label}")["config"]
         assert row["held_out"] not in config["rendered_families"] + config["forget"]
         for rates in row["per_unit"].values():
-            for rule in ("domain", "open-set"):
+            for rule in ("domain", "open-set", "texture"):
                 assert 0 <= rates[rule]["suppressed"] <= 1 and 0 <= rates[rule]["kept"] <= 1
             assert len(rates["curve_knn"]) == len(report["setup"]["false_suppression_grid"])
     assert out.with_suffix(".md").is_file() and out.with_suffix(".png").is_file()

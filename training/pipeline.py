@@ -2,6 +2,7 @@
 reports and plots into one run folder."""
 import logging
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -54,9 +55,9 @@ def train_and_evaluate(config: TrainConfig, run_dir, resume: bool = False) -> di
     return metrics
 
 
-def load_split(payload: dict, split: str = "test", data_root=None):
-    """A run's held-out images, split "test" or "calibration": (uint8 images, class ids,
-    domain ids, kept samples)."""
+def load_split(payload: dict, split: str = "test", data_root=None, size: Optional[int] = None):
+    """A run's images of one split ("train", "calibration" or "test"): (uint8 images, class
+    ids, domain ids, kept samples), at the run's input size unless `size` is given."""
     root = Path(data_root or payload["config"]["data"])
     if not root.is_dir():
         raise FileNotFoundError(f"dataset folder of this run not found: {root} (pass --data)")
@@ -65,7 +66,7 @@ def load_split(payload: dict, split: str = "test", data_root=None):
     for relative in payload.get(f"{split}_files", []):
         domain, name, _ = relative.split("/", 2)
         samples.append(Sample(relative, classes.index(name), domains.index(domain)))
-    images, kept, _ = load_images(root, samples, payload["image_size"],
+    images, kept, _ = load_images(root, samples, size or payload["image_size"],
                                   payload["config"].get("workers", 2), f"load {split} images")
     return (images, np.array([s.class_index for s in kept], np.int64),
             np.array([s.domain_index for s in kept], np.int64), kept)

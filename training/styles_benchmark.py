@@ -7,9 +7,13 @@ left out of training altogether), the thresholds are chosen on calibration image
 show it, and the held-out test images are scored. A reference run trains with no rendered
 data at all, so every family is unseen by it.
 
-Two decision rules are scored on the same model (adu_perception.runtime.decision):
+Decision rules scored on the same model (adu_perception.runtime.decision):
 - `domain`: the forgotten-domain and confidence thresholds (open set off);
-- `open-set`: plus the one-class rule (kNN similarity to the memorised-domain bank).
+- `open-set`: plus the one-class rule (kNN similarity to the memorised-domain bank);
+- `texture` (with `--texture-zoom`): the domain rule with the texture head's score beside
+  the domain head's (runtime.texture), the head fitted on the run's own training images and
+  families only. Then every image is also read at zoom x the input size, rendered images are
+  drawn at that size, and the model sees them downsampled (as a camera crop would be).
 Rates: suppressed = share of the held-out images not reported; kept = share of the
 correctly classified memorised-domain test photos still reported. The operating-point view
 fixes the false suppression of those photos at 5 % for one score (the domain head's summed
@@ -69,6 +73,7 @@ def operating_point(real_scores: np.ndarray, unit_scores: np.ndarray,
 
 def score_rules(model_outputs: Dict[str, dict], classes_real: np.ndarray, thresholds: Dict[str, dict],
                 forgotten_mask: np.ndarray, bank: np.ndarray, k: int) -> Dict[str, dict]:
+    """model_outputs[name] may carry "p_texture" [N] (texture head on)."""
     """Rates of each rule on the correct real test photos and the held-out images."""
     from adu_perception.runtime.decision import decide
     from adu_perception.runtime.open_set import real_similarity
@@ -85,7 +90,8 @@ def score_rules(model_outputs: Dict[str, dict], classes_real: np.ndarray, thresh
             return ~decide(out["probs"], out["domain_probs"], forgotten_mask, chosen["confidence"],
                            chosen["forgotten_domain"],
                            real_similarity=similarity[name] if open_set else None,
-                           min_real_similarity=chosen.get("min_real_similarity") if open_set else None).reported
+                           min_real_similarity=chosen.get("min_real_similarity") if open_set else None,
+                           p_texture=out["p_texture"] if rule == "texture" else None).reported
 
         result[rule] = {"kept": float(1 - suppressed("real")[correct].mean()),
                         "suppressed": float(suppressed("unit").mean()),
@@ -93,6 +99,8 @@ def score_rules(model_outputs: Dict[str, dict], classes_real: np.ndarray, thresh
                                        if k_ in ("confidence", "forgotten_domain", "min_real_similarity")}}
     scores = {"domain_head": lambda out, _: out["domain_probs"][:, forgotten_mask].sum(1),
               "knn": lambda _, name: 1.0 - similarity[name]}
+    if "p_texture" in real:
+        scores["texture"] = lambda out, _: out["p_texture"]
     for name, score in scores.items():
         real_scores, unit_scores = score(real, "real")[correct], score(unit, "unit")
         result[f"curve_{name}"] = [operating_point(real_scores, unit_scores, fs)
@@ -103,9 +111,12 @@ def score_rules(model_outputs: Dict[str, dict], classes_real: np.ndarray, thresh
 
 def run_styles_benchmark(base: TrainConfig, methods: Sequence[str], families: Sequence[str],
                          held_out_families: Sequence[str], held_out_domains: Sequence[str],
-                         seeds: Sequence[int], work_dir, reference: bool = True, knn_k: int = 5) -> Dict:
+                         seeds: Sequence[int], work_dir, reference: bool = True, knn_k: int = 5,
+                         texture_zoom: int = 0) -> Dict:
     """`families`: the rendered pool (empty: all); each of `held_out_families` (a subset) and
-    `held_out_domains` is left out in turn."""
+    `held_out_domains` is left out in turn. texture_zoom > 0: score the `texture` rule too."""
+    from adu_perception.runtime.images import preprocess
+
     from .stylize import render_batch
 
     families = resolve_families(families)
@@ -133,7 +144,14 @@ def run_styles_benchmark(base: TrainConfig, methods: Sequence[str], families: Se
                                         [s for s in real.train if s.domain_index in memorized_ids],
                                         clip.image_size, base.workers, "load bank images")
         photos = np.isin(test_domains, memorized_ids)
-        rendered_test = {f: render_batch(real.test_images[photos], f, seed) for f in families}
+        texture = None
+        if texture_zoom:
+            texture = _texture_views(real, clip.image_size * texture_zoom, memorized_ids, forget, base.workers)
+            rendered_zoomed = {f: render_batch(texture["test"][photos], f, seed) for f in families}
+            texture["rendered_test"] = rendered_zoomed
+            rendered_test = {f: preprocess(list(v), clip.image_size) for f, v in rendered_zoomed.items()}
+        else:
+            rendered_test = {f: render_batch(real.test_images[photos], f, seed) for f in families}
         units = ([None] if reference else []) + held_out_units(held_out_families, held_out_domains)
         for unit in units:
             for method in methods:
@@ -146,7 +164,7 @@ def run_styles_benchmark(base: TrainConfig, methods: Sequence[str], families: Se
                 trained = train(config, run_dir, data=data, clip=clip, progress=False)
                 row = _score_run(trained["model"], trained["payload"], clip, data, unit, families,
                                  rendered_test, (calibration, cal_classes, cal_domains), bank_images,
-                                 knn_k)
+                                 knn_k, texture, texture_zoom)
                 row.update(seed=seed, method=method, held_out=REFERENCE if unit is None else unit["name"],
                            kind="reference" if unit is None else unit["kind"],
                            train_seconds=trained["payload"].get("train_seconds"))
@@ -157,15 +175,51 @@ def run_styles_benchmark(base: TrainConfig, methods: Sequence[str], families: Se
                                     "families": list(families), "held_out_families": held_out_families,
                                     "held_out_domains": list(held_out_domains),
                                     "seeds": list(seeds), "methods": list(methods), "knn_k": knn_k,
+                                    "texture_zoom": texture_zoom,
                                     "keep_target": 0.95, "operating_point": OPERATING_POINT,
                                     "false_suppression_grid": FALSE_SUPPRESSION_GRID.tolist(),
                                     "seconds": round(time.time() - started, 1)}}
 
 
+def _texture_views(real: PreparedData, size: int, memorized_ids, forget, workers: int) -> dict:
+    """The images the texture rule reads, at zoom x the input size: calibration, test, and the
+    training files of the memorised (photos) and forgotten domains (for the head's fit)."""
+    dataset = real.dataset
+    forgotten_ids = dataset.domain_indices(forget)
+
+    def load(samples, what):
+        images, kept, _ = load_images(dataset.root, samples, size, workers, f"load {what} at {size} px")
+        if len(kept) != len(samples):
+            raise ValueError(f"{len(samples) - len(kept)} {what} image(s) unreadable at {size} px")
+        return images
+
+    photos = [s for s in real.train if s.domain_index in memorized_ids]
+    forgotten = [s for s in real.train if s.domain_index in forgotten_ids]
+    return {"calibration": load(real.calibration, "calibration images"), "test": load(real.test, "test images"),
+            "train_photos": load(photos, "memorised training images"),
+            "train_forgotten": load(forgotten, "forgotten training images"),
+            "train_forgotten_domains": np.array([s.domain_index for s in forgotten], np.int64)}
+
+
+def _fit_texture(clip, payload: dict, texture: dict, zoom: int):
+    """The run's texture head: its memorised photos against its forgotten domains (a held-out
+    domain is not one of them) and its own rendered families."""
+    from .texture_head import fit_texture_head, illustrations_for_fit, stem_weight
+
+    names, config = payload["domain_names"], payload["config"]
+    forgotten_ids = [names.index(d) for d in payload["forgotten_domains"]]
+    families = resolve_families(config.get("rendered_families", [])) if config.get("rendered", "off") != "off" else []
+    forgotten = texture["train_forgotten"][np.isin(texture["train_forgotten_domains"], forgotten_ids)]
+    illustrations = illustrations_for_fit(texture["train_photos"], forgotten, families, config["seed"])
+    return fit_texture_head(stem_weight(clip.model), clip.mean, clip.std, texture["train_photos"],
+                            illustrations, zoom, clip.image_size)
+
+
 def _score_run(model, payload: dict, clip, data: PreparedData, unit, families, rendered_test,
-               calibration, bank_images, knn_k) -> dict:
+               calibration, bank_images, knn_k, texture: Optional[dict] = None, zoom: int = 0) -> dict:
     """Thresholds on calibration images that never show the unit; rates on the unit."""
     from adu_perception.export.thresholds import choose_thresholds
+    from adu_perception.runtime.images import preprocess
 
     names = payload["domain_names"]
     memorized_ids = [names.index(d) for d in payload["memorized_domains"]]
@@ -174,16 +228,26 @@ def _score_run(model, payload: dict, clip, data: PreparedData, unit, families, r
     cal_images, cal_classes, cal_domains = calibration
     seen = np.isin(cal_domains, memorized_ids + forgotten_ids)  # a held-out domain stays unseen
     # plus rendered copies of the calibration photos by the run's families, as `adu export` does
-    cal_images, cal_classes, cal_domains = with_rendered_copies(
-        payload, cal_images[seen], cal_classes[seen], cal_domains[seen])
+    if texture is None:
+        cal_images, cal_classes, cal_domains = with_rendered_copies(
+            payload, cal_images[seen], cal_classes[seen], cal_domains[seen])
+    else:  # drawn at the zoomed size; the model sees them downsampled
+        cal_zoomed, cal_classes, cal_domains = with_rendered_copies(
+            payload, texture["calibration"][seen], cal_classes[seen], cal_domains[seen])
+        cal_images = np.concatenate([cal_images[seen], preprocess(list(cal_zoomed[int(seen.sum()):]), clip.image_size)]) \
+            if len(cal_zoomed) > seen.sum() else cal_images[seen]
     test_classes, test_domains = data.labels("test")
     photos = np.isin(test_domains, memorized_ids)
-    unit_images = (data.test_images[test_domains == names.index(unit["name"])]
-                   if unit is not None and unit["kind"] == "domain" else None)
+    in_unit = (test_domains == names.index(unit["name"])) if unit is not None and unit["kind"] == "domain" else None
     mean, std = clip.mean, clip.std
     bank = predict(model, np.concatenate([bank_images, bank_images[:, :, ::-1]]), mean, std)["embeddings"]
     cal = predict(model, cal_images, mean, std)
     real = predict(model, data.test_images[photos], mean, std)
+    head = None
+    if texture is not None:
+        head = _fit_texture(clip, payload, texture, zoom)
+        cal["p_texture"] = head.probability(cal_zoomed)
+        real["p_texture"] = head.probability(texture["test"][photos])
     from adu_perception.runtime.open_set import real_similarity
 
     cal_similarity = real_similarity(cal["embeddings"], bank, knn_k)
@@ -191,31 +255,42 @@ def _score_run(model, payload: dict, clip, data: PreparedData, unit, families, r
                                               memorized_ids, forgotten_ids),
                   "open-set": choose_thresholds(cal["probs"], cal["domain_probs"], cal_classes, cal_domains,
                                                 memorized_ids, forgotten_ids, real_similarity=cal_similarity)}
-    units = {unit["name"]: unit_images} if unit_images is not None else \
-        {f: rendered_test[f] for f in families if unit is None or unit["name"] == f}
+    if head is not None:
+        thresholds["texture"] = choose_thresholds(cal["probs"], cal["domain_probs"], cal_classes, cal_domains,
+                                                  memorized_ids, forgotten_ids, p_texture=cal["p_texture"])
+    if in_unit is not None:
+        units = {unit["name"]: (data.test_images[in_unit], None if texture is None else texture["test"][in_unit])}
+    else:
+        units = {f: (rendered_test[f], None if texture is None else texture["rendered_test"][f])
+                 for f in families if unit is None or unit["name"] == f}
     per_unit = {}
-    for name, images in units.items():
+    for name, (images, zoomed) in units.items():
         outputs = {"real": real, "unit": predict(model, images, mean, std)}
+        if head is not None:
+            outputs["unit"]["p_texture"] = head.probability(zoomed)
         per_unit[name] = score_rules(outputs, test_classes[photos], thresholds, forgotten_mask, bank, knn_k)
     return {"per_unit": per_unit, "mem_accuracy": float((real["probs"].argmax(1) == test_classes[photos]).mean())}
 
 
 def _log_row(row: dict) -> None:
     for name, rates in row["per_unit"].items():
+        texture = (f" | texture: {100 * rates['texture']['suppressed']:5.1f}% / {100 * rates['texture']['kept']:5.1f}%"
+                   f", @5% {100 * rates['at5_texture']:5.1f}%") if "texture" in rates else ""
         log.info("seed %d %-9s held out %-32s %-18s open-set: suppressed %5.1f%% kept %5.1f%% | "
-                 "domain: %5.1f%% / %5.1f%% | @5%%: head %5.1f%% knn %5.1f%%", row["seed"], row["method"],
+                 "domain: %5.1f%% / %5.1f%% | @5%%: head %5.1f%% knn %5.1f%%%s", row["seed"], row["method"],
                  row["held_out"], name, 100 * rates["open-set"]["suppressed"], 100 * rates["open-set"]["kept"],
                  100 * rates["domain"]["suppressed"], 100 * rates["domain"]["kept"],
-                 100 * rates["at5_domain_head"], 100 * rates["at5_knn"])
-
-
-RATE_KEYS = ("sup", "kept", "dsup", "dkept", "head5", "knn5")
+                 100 * rates["at5_domain_head"], 100 * rates["at5_knn"], texture)
 
 
 def _rates(rates: dict) -> Dict[str, float]:
-    return {"sup": rates["open-set"]["suppressed"], "kept": rates["open-set"]["kept"],
-            "dsup": rates["domain"]["suppressed"], "dkept": rates["domain"]["kept"],
-            "head5": rates["at5_domain_head"], "knn5": rates["at5_knn"]}
+    values = {"sup": rates["open-set"]["suppressed"], "kept": rates["open-set"]["kept"],
+              "dsup": rates["domain"]["suppressed"], "dkept": rates["domain"]["kept"],
+              "head5": rates["at5_domain_head"], "knn5": rates["at5_knn"]}
+    if "texture" in rates:
+        values.update(tsup=rates["texture"]["suppressed"], tkept=rates["texture"]["kept"],
+                      tex5=rates["at5_texture"])
+    return values
 
 
 def summary_table(report: Dict) -> str:
@@ -224,6 +299,7 @@ def summary_table(report: Dict) -> str:
     from .stylize import FAMILIES, PRINT_FAMILIES
 
     methods = report["setup"]["methods"]
+    texture = bool(report["setup"].get("texture_zoom"))
     cells: Dict[tuple, Dict[str, List[float]]] = {}
     for row in report["rows"]:
         setting = "reference" if row["kind"] == "reference" else "left out"
@@ -231,9 +307,11 @@ def summary_table(report: Dict) -> str:
             entry = cells.setdefault((setting, name, row["method"]), {})
             for key, value in _rates(rates).items():
                 entry.setdefault(key, []).append(100 * value)
-    header = ("| trained without | held-out images | " + " | ".join(
-        f"{m}: open-set sup / kept | {m}: domain rule sup / kept | {m}: @5% head / kNN" for m in methods) + " |")
-    lines = [header, "|---" * (2 + 3 * len(methods)) + "|"]
+    columns = ["open-set sup / kept", "domain rule sup / kept", "@5% head / kNN"]
+    columns += ["texture rule sup / kept", "@5% texture"] if texture else []
+    header = ("| trained without | held-out images | "
+              + " | ".join(f"{m}: {c}" for m in methods for c in columns) + " |")
+    lines = [header, "|---" * (2 + len(columns) * len(methods)) + "|"]
     order = {name: i for i, name in enumerate(FAMILIES)}
     for setting in ("reference", "left out"):
         units = sorted({n for s, n, _ in cells if s == setting}, key=lambda n: (order.get(n, 99), n))
@@ -250,11 +328,13 @@ def summary_table(report: Dict) -> str:
             for method in methods:
                 found = [cells[(setting, n, method)] for n in members if (setting, n, method) in cells]
                 if not found:
-                    row += ["", "", ""]
+                    row += [""] * len(columns)
                     continue
-                values = {k: np.mean([np.mean(entry[k]) for entry in found]) for k in RATE_KEYS}
+                values = {k: np.mean([np.mean(entry[k]) for entry in found]) for k in found[0]}
                 row += [f"{values['sup']:.1f} / {values['kept']:.1f}", f"{values['dsup']:.1f} / {values['dkept']:.1f}",
                         f"{values['head5']:.1f} / {values['knn5']:.1f}"]
+                if texture:
+                    row += [f"{values['tsup']:.1f} / {values['tkept']:.1f}", f"{values['tex5']:.1f}"]
             lines.append("| " + " | ".join(row) + " |")
     seeds = ", ".join(map(str, report["setup"]["seeds"]))
     return "\n".join(lines) + (f"\n\nSeeds {seeds}; % of held-out images suppressed / % of correctly "
@@ -289,9 +369,10 @@ def _plot_curves(report: Dict, path: Path) -> None:
     grid = 100 * np.array(report["setup"]["false_suppression_grid"])
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for method in report["setup"]["methods"]:
-        for score, style in (("domain_head", "--"), ("knn", "-")):
+        for score, style in (("domain_head", "--"), ("knn", "-"), ("texture", ":")):
             curves = [rates[f"curve_{score}"] for row in report["rows"] if row["method"] == method
-                      and row["kind"] != "reference" for rates in row["per_unit"].values()]
+                      and row["kind"] != "reference" for rates in row["per_unit"].values()
+                      if f"curve_{score}" in rates]
             if curves:
                 ax.plot(grid, 100 * np.mean(curves, 0), style, label=f"{method}: {score} (held out, mean)")
     ax.axvline(100 * OPERATING_POINT, color="#999", lw=0.8)

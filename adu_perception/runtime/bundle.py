@@ -4,11 +4,13 @@ Everything a consumer relies on is checked once here, so the node and `adu repla
 trust a `Bundle`: the manifest parses and has every key, model.onnx is the file the export
 wrote (sha256), and the graph's input/outputs agree with the manifest (names, dtype, input
 size, class/domain/embedding counts). Format 2 adds an optional open-set memory bank
-(memory_bank.npy, checked against the manifest: sha256, shape, finite values). Reads the
-graph with onnx (or ONNX Runtime); no torch.
+(memory_bank.npy, checked against the manifest: sha256, shape, finite values); format 3 an
+optional texture head (texture_head.npz, runtime.texture). Reads the graph with onnx (or
+ONNX Runtime); no torch.
 """
 import hashlib
 import json
+import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional, Tuple
@@ -16,10 +18,12 @@ from typing import Optional, Tuple
 import numpy as np
 
 from .open_set import SCORES, OpenSet
+from .texture import SCORES as TEXTURE_SCORES, TextureHead
 
 MANIFEST_FILE = "manifest.json"
 BUNDLE_FORMAT = "adu-bundle"
-SUPPORTED_FORMAT_VERSIONS = (1, 2)  # 2: optional open_set + thresholds.min_real_similarity
+# 2: optional open_set + thresholds.min_real_similarity; 3: optional texture head
+SUPPORTED_FORMAT_VERSIONS = (1, 2, 3)
 OUTPUT_NAMES = ("probs", "logits", "domain_probs", "embeddings")
 REQUIRED_KEYS = ("format", "format_version", "model_file", "model_sha256", "input_name",
                  "output_names", "input_size", "embedding_dim", "preprocessing", "class_names",
@@ -51,6 +55,7 @@ class Bundle:
     open_set: Optional[OpenSet] = None  # None: the "unfamiliar" rule is off
     min_real_similarity_threshold: Optional[float] = None  # set exactly when open_set is
     notes: str = ""  # one line for the log when the bundle lacks a feature (e.g. format 1)
+    texture: Optional[TextureHead] = None  # None: rule 1 reads the domain head only
 
     @property
     def forgotten_mask(self) -> np.ndarray:
@@ -105,7 +110,43 @@ def load_bundle(path) -> Bundle:
         preprocessing=dict(manifest["preprocessing"]), manifest=manifest)
     _check_graph(bundle)
     # After the graph: the bank's width is checked against an embedding_dim the graph confirmed.
-    return replace(bundle, **_open_set(folder, manifest_path, manifest))
+    bundle = replace(bundle, **_open_set(folder, manifest_path, manifest))
+    return replace(bundle, texture=_texture(folder, manifest_path, manifest))
+
+
+def _texture(folder: Path, manifest_path: Path, manifest: dict) -> Optional[TextureHead]:
+    """The texture head loaded and checked, or None when the manifest has none."""
+    section = manifest.get("texture")
+    if section is None:
+        return None
+    where = f"{manifest_path}: texture"
+    if manifest["format_version"] < 3:
+        raise BundleError(f"{where} needs format_version 3, the manifest says "
+                          f"{manifest['format_version']}")
+    if not isinstance(section, dict):
+        raise BundleError(f"{where} must be an object or null")
+    missing = [key for key in ("score", "file", "sha256", "zoom", "tile") if key not in section]
+    if missing:
+        raise BundleError(f"{where} lacks {', '.join(missing)}")
+    if section["score"] not in TEXTURE_SCORES:
+        raise BundleError(f"{where}.score {section['score']!r} is unknown to this runtime "
+                          f"(knows {', '.join(TEXTURE_SCORES)})")
+    for key in ("zoom", "tile"):
+        value = section[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise BundleError(f"{where}.{key} must be an integer >= 1, got {value!r}")
+    if section["tile"] != manifest["input_size"]:
+        raise BundleError(f"{where}.tile {section['tile']} differs from input_size "
+                          f"{manifest['input_size']} (tiles are the model's input size)")
+    name = str(section["file"])
+    path = folder / name
+    if Path(name).name != name or not path.is_file():
+        raise BundleError(f"texture head missing: {path} (named by {where}.file)")
+    _checked_sha256(path, section["sha256"], manifest_path, "texture head")
+    try:
+        return TextureHead.load(path, section["zoom"], section["tile"], str(section.get("fitted_on", "")))
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+        raise BundleError(f"cannot use texture head {path}: {error}") from None
 
 
 def _open_set(folder: Path, manifest_path: Path, manifest: dict) -> dict:

@@ -3,6 +3,10 @@ thresholds), the ROS node and `adu replay`:
 
 1. p_forgotten = sum(domain_probs[forgotten]); if p_forgotten >= forgotten_domain
    -> suppressed, reason "forgotten_domain" (domain = the most likely forgotten domain);
+   else if p_texture >= forgotten_domain (the bundle has a texture head) -> suppressed,
+   reason "illustrated_texture": the crop's fine texture is not a photo's (runtime.texture);
+   one threshold for both scores, so together they are one rule with one share of the
+   real items it may cost;
 2. else if real_similarity < min_real_similarity (both given: the bundle has an open-set
    bank) -> suppressed, reason "unfamiliar": the item looks like no memorised-domain image,
    e.g. an illustration style the domain classifier never saw;
@@ -16,25 +20,28 @@ import numpy as np
 
 # Reason codes (index into REASONS), so arrays of decisions stay numeric. New codes are
 # appended: the values of the old ones never change.
-REPORTED, FORGOTTEN_DOMAIN, LOW_CONFIDENCE, UNFAMILIAR = 0, 1, 2, 3
-REASONS = ("reported", "forgotten_domain", "low_confidence", "unfamiliar")
+REPORTED, FORGOTTEN_DOMAIN, LOW_CONFIDENCE, UNFAMILIAR, ILLUSTRATED_TEXTURE = 0, 1, 2, 3, 4
+REASONS = ("reported", "forgotten_domain", "low_confidence", "unfamiliar", "illustrated_texture")
 
 
 class Decisions(NamedTuple):
     """Vectorised decisions for N items (all arrays of length N)."""
     reported: np.ndarray     # bool
-    reason: np.ndarray       # int8 codes: REPORTED, FORGOTTEN_DOMAIN, LOW_CONFIDENCE, UNFAMILIAR
+    reason: np.ndarray       # int8 codes: REPORTED, FORGOTTEN_DOMAIN, ... (REASONS)
     label: np.ndarray        # int: argmax class (also filled for suppressed items)
     score: np.ndarray        # float: max(probs)
     domain: np.ndarray       # int: most likely forgotten domain if suppressed for it, else argmax
     p_forgotten: np.ndarray  # float: summed probability of the forgotten domains
     real_similarity: np.ndarray  # float: open-set score (runtime.open_set); NaN when not computed
+    p_texture: np.ndarray    # float: texture score (runtime.texture); NaN when not computed
 
 
 def decide(probs, domain_probs, forgotten_mask, confidence: float, forgotten_domain: float,
-           real_similarity=None, min_real_similarity: Optional[float] = None) -> Decisions:
+           real_similarity=None, min_real_similarity: Optional[float] = None,
+           p_texture=None) -> Decisions:
     """Apply the rule to probs [N, C] and domain_probs [N, D]; forgotten_mask is bool [D].
-    real_similarity [N] and min_real_similarity: rule 2, applied only when both are given."""
+    real_similarity [N] and min_real_similarity: rule 2, applied only when both are given.
+    p_texture [N]: the second score of rule 1, applied when given."""
     probs = np.asarray(probs, dtype=np.float64)
     domain_probs = np.asarray(domain_probs, dtype=np.float64)
     mask = np.asarray(forgotten_mask, dtype=bool)
@@ -44,34 +51,41 @@ def decide(probs, domain_probs, forgotten_mask, confidence: float, forgotten_dom
     if mask.shape != (domain_probs.shape[1],):
         raise ValueError(f"forgotten_mask has shape {mask.shape}, expected "
                          f"({domain_probs.shape[1]},) like domain_probs' columns")
-    if real_similarity is None:
-        similarity = np.full(len(probs), np.nan)
-    else:
-        similarity = np.asarray(real_similarity, dtype=np.float64)
-        if similarity.shape != (len(probs),):
-            raise ValueError(f"real_similarity has shape {similarity.shape}, expected "
-                             f"({len(probs)},) like probs' rows")
+    similarity = _per_item(real_similarity, "real_similarity", len(probs))
+    texture = _per_item(p_texture, "p_texture", len(probs))
     p_forgotten = domain_probs[:, mask].sum(axis=1)
-    # With no forgotten domain rule 1 can never fire (even at threshold 0).
+    # With no forgotten domain the domain score can never fire (even at threshold 0).
     forgotten = (p_forgotten >= forgotten_domain) & mask.any()
+    textured = ~forgotten & (texture >= forgotten_domain)  # NaN (no texture head) never fires
     unfamiliar = np.zeros(len(probs), bool)
     if real_similarity is not None and min_real_similarity is not None:
-        unfamiliar = ~forgotten & (similarity < min_real_similarity)
+        unfamiliar = ~forgotten & ~textured & (similarity < min_real_similarity)
     score = probs.max(axis=1)
-    low = ~forgotten & ~unfamiliar & (score < confidence)
-    reason = np.select([forgotten, unfamiliar, low], [FORGOTTEN_DOMAIN, UNFAMILIAR, LOW_CONFIDENCE],
+    low = ~forgotten & ~textured & ~unfamiliar & (score < confidence)
+    reason = np.select([forgotten, textured, unfamiliar, low],
+                       [FORGOTTEN_DOMAIN, ILLUSTRATED_TEXTURE, UNFAMILIAR, LOW_CONFIDENCE],
                        REPORTED).astype(np.int8)
     best_forgotten = np.where(mask, domain_probs, -np.inf).argmax(axis=1)
     domain = np.where(forgotten, best_forgotten, domain_probs.argmax(axis=1))
     return Decisions(reported=reason == REPORTED, reason=reason, label=probs.argmax(axis=1),
                      score=score, domain=domain, p_forgotten=p_forgotten,
-                     real_similarity=similarity)
+                     real_similarity=similarity, p_texture=texture)
+
+
+def _per_item(values, name: str, n: int) -> np.ndarray:
+    """An optional per-item score as float [n]; NaN everywhere when not given."""
+    if values is None:
+        return np.full(n, np.nan)
+    values = np.asarray(values, dtype=np.float64)
+    if values.shape != (n,):
+        raise ValueError(f"{name} has shape {values.shape}, expected ({n},) like probs' rows")
+    return values
 
 
 @dataclass
 class Decision:
     """One item's decision, ready for JSON (label is None when suppressed; real_similarity
-    is None when the bundle has no open-set bank)."""
+    is None when the bundle has no open-set bank, p_texture when it has no texture head)."""
     reported: bool
     reason: str
     label: Optional[str]
@@ -80,6 +94,7 @@ class Decision:
     domain_score: float
     p_forgotten: float
     real_similarity: Optional[float]
+    p_texture: Optional[float]
     top_k: List[dict]            # [{"label": ..., "score": ...}], best first
     region: Optional[list] = None  # [x, y, w, h] in the source frame, when regions are used
 
@@ -111,6 +126,8 @@ def describe(probs, domain_probs, decisions: Decisions, class_names: Sequence[st
             p_forgotten=round(float(decisions.p_forgotten[i]), 6),
             real_similarity=(None if np.isnan(decisions.real_similarity[i])
                              else round(float(decisions.real_similarity[i]), 6)),
+            p_texture=(None if np.isnan(decisions.p_texture[i])
+                       else round(float(decisions.p_texture[i]), 6)),
             top_k=[{"label": class_names[c], "score": round(float(probs[i, c]), 6)}
                    for c in order[i]],
             region=[int(v) for v in regions[i]] if regions is not None else None))

@@ -4,6 +4,8 @@
     outputs = predictor.predict(batch)           # {"probs": [N, C], "domain_probs": ..., ...}
     decisions = predictor.classify(batch)        # [Decision] with the bundle's thresholds
                                                  # (and its open-set bank, when it has one)
+    decisions = predictor.classify_crops(crops)  # RGB crops of any size: resized here, also
+                                                 # at the texture head's size when it has one
 
 Backends:
 - onnxruntime-cpu / onnxruntime-cuda / onnxruntime-tensorrt: ONNX Runtime with that
@@ -26,6 +28,7 @@ import numpy as np
 from .bundle import Bundle, BundleError, load_bundle
 from .decision import Decision, decide, describe
 from .engines import EngineError, check_engine, engine_filename, engine_keys
+from .images import preprocess
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +70,36 @@ class Predictor:
             raise ValueError(f"predict needs uint8 [N>=1, {size}, {size}, 3], got {dtype} {shape}")
         return self._run(np.ascontiguousarray(images))
 
+    def classify_crops(self, crops, confidence: Optional[float] = None,
+                       forgotten_domain: Optional[float] = None, top_k: int = 3,
+                       regions=None, min_real_similarity: Optional[float] = None) -> List[Decision]:
+        """classify for RGB crops of any size (uint8 [H, W, 3] each): each is resized and
+        centre-cropped to the input size and, with a texture head, to its larger size too."""
+        texture = self.bundle.texture
+        return self.classify(preprocess(crops, self.bundle.input_size), confidence, forgotten_domain,
+                             top_k, regions, min_real_similarity,
+                             texture_images=None if texture is None else preprocess(crops, texture.input_size))
+
     def classify(self, images: np.ndarray, confidence: Optional[float] = None,
                  forgotten_domain: Optional[float] = None, top_k: int = 3,
-                 regions=None, min_real_similarity: Optional[float] = None) -> List[Decision]:
+                 regions=None, min_real_similarity: Optional[float] = None,
+                 texture_images: Optional[np.ndarray] = None) -> List[Decision]:
         """predict + the decision rule (bundle thresholds unless given) -> one Decision each.
         With an open-set bank in the bundle, real_similarity comes from the `embeddings` output;
-        without one the "unfamiliar" rule is off and min_real_similarity cannot be given."""
+        without one the "unfamiliar" rule is off and min_real_similarity cannot be given.
+        With a texture head, texture_images are the same crops at its input_size (uint8
+        [N, Z, Z, 3]); classify_crops makes both."""
         bundle = self.bundle
+        p_texture = None
+        if bundle.texture is not None:
+            if texture_images is None:
+                raise ValueError(f"bundle {bundle.path} has a texture head: pass texture_images, the "
+                                 f"same crops at {bundle.texture.input_size} px (or use classify_crops)")
+            if len(texture_images) != len(images):
+                raise ValueError(f"texture_images holds {len(texture_images)} crops, images {len(images)}")
+            p_texture = bundle.texture.probability(texture_images)
+        elif texture_images is not None:
+            raise ValueError(f"texture_images given, but bundle {bundle.path} has no texture head")
         if bundle.open_set is None and min_real_similarity is not None:
             raise ValueError(f"min_real_similarity given, but bundle {bundle.path} has no open-set "
                              f"memory bank ({bundle.notes})")
@@ -86,7 +112,7 @@ class Predictor:
         decisions = decide(outputs["probs"], outputs["domain_probs"], bundle.forgotten_mask,
                            bundle.confidence_threshold if confidence is None else confidence,
                            bundle.forgotten_domain_threshold if forgotten_domain is None
-                           else forgotten_domain, similarity, threshold)
+                           else forgotten_domain, similarity, threshold, p_texture)
         return describe(outputs["probs"], outputs["domain_probs"], decisions, bundle.class_names,
                         bundle.domain_names, top_k=top_k, regions=regions)
 

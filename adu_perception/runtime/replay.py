@@ -213,9 +213,8 @@ def replay(bundle, input_path, regions=None, grid=None, backend: str = "auto",
             return
         crops = [crop for _, frame_crops in pending for _, crop in frame_crops]
         boxes = [box for _, frame_crops in pending for box, _ in frame_crops]
-        decisions = predictor.classify(images.preprocess(crops, predictor.bundle.input_size),
-                                       confidence, forgotten_domain, top_k, regions=boxes,
-                                       min_real_similarity=min_real_similarity)
+        decisions = predictor.classify_crops(crops, confidence, forgotten_domain, top_k, regions=boxes,
+                                             min_real_similarity=min_real_similarity)
         start = 0
         for frame, frame_crops in pending:
             results = decisions[start:start + len(frame_crops)]

@@ -1,0 +1,92 @@
+"""Fitting a bundle's texture head (adu_perception.runtime.texture) on a run's training images.
+
+Photos: the run's memorised-domain training images. Illustrations: its forgotten-domain
+training images plus each memorised photo re-drawn by every family the run was trained with
+(`--rendered`; none when it used no rendered data), so a family the run never saw is never
+in the fit either. Both read at zoom x the model's input size and cut into tiles; every tile
+is one row of a class-balanced, L2-regularised logistic regression on the standardised stem
+statistics.
+"""
+import logging
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from adu_perception.runtime.texture import TextureHead, stem_statistics, tiles
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ZOOM = 2
+L2 = 1e-2
+TEXTURE_SEED_OFFSET = 4099  # renders for the fit use other random parameters than training's
+
+
+def stem_weight(model: torch.nn.Module) -> np.ndarray:
+    """The frozen patch-embedding convolution of an AduModel or open_clip CLIP: float32 [C, 3, P, P]."""
+    visual = model.encoder.visual if hasattr(model, "encoder") else model.visual
+    conv = visual.conv1
+    if conv.bias is not None or conv.stride != conv.kernel_size:
+        raise ValueError("the texture head needs a patchify stem (stride = kernel, no bias)")
+    return conv.weight.detach().float().cpu().numpy()
+
+
+def illustrations_for_fit(photos: np.ndarray, forgotten: np.ndarray, families: Sequence[str],
+                          seed: int) -> np.ndarray:
+    """The fit's illustrated images: the forgotten-domain ones, then every photo re-drawn by
+    each of `families` (deterministic for a seed)."""
+    from .stylize import render_batch
+
+    drawn = [render_batch(photos, family, seed + TEXTURE_SEED_OFFSET + 100 * i)
+             for i, family in enumerate(families)]
+    parts = [forgotten, *drawn]
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        raise ValueError("the texture head needs illustrated training images: the run has no "
+                         "forgotten-domain training images and no rendered families")
+    return np.concatenate(parts)
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = L2):
+    """Class-balanced L2 logistic regression (LBFGS, float64): (coef [F], intercept)."""
+    x, y = torch.tensor(x, dtype=torch.float64), torch.tensor(y, dtype=torch.float64)
+    weights = torch.where(y > 0, 0.5 / y.mean(), 0.5 / (1 - y.mean()))
+    coef = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
+    intercept = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([coef, intercept], max_iter=500, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = (weights * torch.nn.functional.binary_cross_entropy_with_logits(
+            x @ coef + intercept, y, reduction="none")).mean() + l2 * (coef ** 2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return coef.detach().numpy(), float(intercept.detach())
+
+
+def fit_texture_head(weight: np.ndarray, pixel_mean, pixel_std, photos: np.ndarray,
+                     illustrations: np.ndarray, zoom: int, tile: int, fitted_on: str = "",
+                     l2: float = L2) -> TextureHead:
+    """Photos and illustrations: uint8 [N, zoom * tile, zoom * tile, 3]."""
+    if len(photos) == 0 or len(illustrations) == 0:
+        raise ValueError(f"the texture head needs photos and illustrations, got {len(photos)} "
+                         f"and {len(illustrations)}")
+    mean, std = np.asarray(pixel_mean, np.float32), np.asarray(pixel_std, np.float32)
+
+    def features(images):
+        return stem_statistics(tiles(images, tile), weight, mean, std)
+
+    real, drawn = features(photos), features(illustrations)
+    x = np.concatenate([real, drawn]).astype(np.float64)
+    feature_mean, feature_std = x.mean(0), x.std(0) + 1e-6
+    coef, intercept = fit_logistic((x - feature_mean) / feature_std,
+                                   np.r_[np.zeros(len(real)), np.ones(len(drawn))], l2)
+    head = TextureHead(zoom=zoom, tile=tile, stem_weight=weight.astype(np.float32), pixel_mean=mean,
+                       pixel_std=std, feature_mean=feature_mean.astype(np.float32),
+                       feature_std=feature_std.astype(np.float32), coef=coef.astype(np.float32),
+                       intercept=intercept, fitted_on=fitted_on)
+    log.info("texture head fitted on %d photos and %d illustrations (%d tiles each)", len(photos),
+             len(illustrations), zoom * zoom)
+    return head
