@@ -30,6 +30,7 @@ def demo_command(args) -> int:
         downstream_images=args.downstream_images, shots=args.shots,
         calibration_shots=args.calibration_shots, epochs=args.epochs,
         domain_lr=args.domain_lr, forget_weight=args.forget_weight, rendered=args.rendered,
+        texture_head=args.texture_head == "on",
         methods=csv_list(args.methods), drive_frames=args.drive_frames,
         unseen_style_images=args.unseen_style_images,
         context_margin=args.context_margin, force=args.force)
@@ -100,6 +101,9 @@ def register(subparsers) -> None:
     group.add_argument("--rendered", choices=RENDERED_MODES, default=defaults.rendered,
                        help="opt-in: rendered illustrations of the memorised training shots as extra "
                        "forgotten domains, pooled or one per family (default: %(default)s)")
+    group.add_argument("--texture-head", choices=("on", "off"), default="on" if defaults.texture_head else "off",
+                       help="opt-in: export the bundle with a texture head (`adu export --texture-head`; "
+                       "default: %(default)s)")
     group.add_argument("--methods", default=",".join(defaults.methods),
                        help="methods to train and compare; the last of them, or adu, is exported "
                        "(default: %(default)s)")

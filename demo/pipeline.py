@@ -61,6 +61,8 @@ class DemoOptions:
     # Opt-in: rendered illustrations of the memorised shots as extra forgotten domains
     # ("off", "pooled" or "per-family"; TrainConfig.rendered).
     rendered: str = "off"
+    # Opt-in: the bundle's texture head (`adu export --texture-head`, docs/bundle.md)
+    texture_head: bool = False
     methods: Sequence[str] = ("baseline", "adu")
     drive_frames: int = 48         # every class appears within 24; 48 shows more distinct objects
     # fresh photos per class re-drawn in every `adu stylize` family (styles never trained on); 0 skips
@@ -163,7 +165,8 @@ def run_demo(options: DemoOptions, echo=print) -> Dict:
     t0 = time.monotonic()
     echo("[demo] 4/5 exporting the ADU run to an ONNX bundle (parity checked)")
     export_run = "adu" if "adu" in metrics else list(metrics)[-1]
-    bundle = export_bundle(out / "runs" / export_run, out / "bundle", overwrite=True)
+    bundle = export_bundle(out / "runs" / export_run, out / "bundle", overwrite=True,
+                           texture_head=options.texture_head)
     step("export bundle", t0)
 
     drive = None

@@ -16,14 +16,12 @@ DRAW_SIZE = 128      # photos are drawn, then re-drawn, at this size; the bundle
 def score_unseen_styles(bundle, seed: int, per_class: int = 20) -> Dict:
     """% of each family's re-drawn photos suppressed, and % of the correctly classified
     original photos still reported (what the suppression costs)."""
-    from adu_perception.runtime.images import preprocess
     from adu_perception.runtime.predictor import Predictor
     from adu_perception.training.stylize import FAMILIES, render_batch
 
     from . import world
 
     predictor = Predictor(bundle, backend="onnxruntime-cpu")
-    size = predictor.bundle.input_size
     photos, classes = [], []
     for cls in world.CLASSES:
         for i in range(per_class):
@@ -31,12 +29,12 @@ def score_unseen_styles(bundle, seed: int, per_class: int = 20) -> Dict:
             photos.append(world.render_object(cls, world.MEMORIZED_DOMAIN, rng, DRAW_SIZE))
             classes.append(cls)
     photos = np.stack(photos)
-    real = predictor.classify(preprocess(list(photos), size))
+    real = predictor.classify_crops(list(photos))
     correct = [d.top_k[0]["label"] == cls for d, cls in zip(real, classes)]
     reported = [not d.suppressed for d, ok in zip(real, correct) if ok]
     suppressed = {}
     for family in FAMILIES:
-        drawn = predictor.classify(preprocess(list(render_batch(photos, family, seed)), size))
+        drawn = predictor.classify_crops(list(render_batch(photos, family, seed)))
         suppressed[family] = round(float(np.mean([d.suppressed for d in drawn])), 4)
     return {"images_per_family": len(photos), "suppressed": suppressed,
             "mean_suppressed": round(float(np.mean(list(suppressed.values()))), 4),

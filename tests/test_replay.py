@@ -48,8 +48,9 @@ def test_folder_summary_per_subfolder_with_a_corrupt_file(tmp_path, color_bundle
     assert "posters/c.png: SUPPRESSED forgotten_domain (domain cartoon" in output
     table = format_summary(summary).splitlines()
     assert table[0].split() == ["source", "frames", "regions", "reported", "suppressed",
-                                "forgotten_domain", "unfamiliar", "low_confidence", "unreadable"]
-    assert table[-1].split() == ["TOTAL", "6", "5", "3", "2", "2", "0", "0", "1"]
+                                "forgotten_domain", "illustrated_texture", "unfamiliar", "low_confidence",
+                                "unreadable"]
+    assert table[-1].split() == ["TOTAL", "6", "5", "3", "2", "2", "0", "0", "0", "1"]
     # The colour bundle is format 1: replay says the open-set rule is off, once, at the start.
     notes = [line for line in output.splitlines() if line.startswith("note:")]
     assert len(notes) == 1 and "format_version 1" in notes[0]

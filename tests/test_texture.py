@@ -198,3 +198,21 @@ def test_a_texture_file_that_is_no_head_is_refused(texture_bundle, tmp_path):
     folder = damaged_copy(texture_bundle, tmp_path / "garbage", edit)
     with pytest.raises(BundleError, match="cannot use texture head .*texture_head.npz"):
         load_bundle(folder)
+
+
+def test_replay_runs_a_texture_bundle_and_counts_its_reason(texture_bundle, tmp_path):
+    import cv2
+
+    from adu_perception.runtime.replay import replay
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, image in enumerate([noisy(1, 90, 3)[0], flat(1, 90, 4)[0]]):
+        cv2.imwrite(str(folder / f"{i}.png"), image)
+    out = tmp_path / "results.jsonl"
+    summary = replay(texture_bundle, folder, backend="onnxruntime-cpu", out=out, echo=lambda _: None)
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 2 and all(r["results"][0]["p_texture"] is not None for r in records)
+    counts = summary["."]
+    reasons = [r["results"][0]["reason"] for r in records]
+    assert counts["illustrated_texture"] == reasons.count("illustrated_texture")

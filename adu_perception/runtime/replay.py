@@ -25,7 +25,7 @@ VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpe
 IMAGE_SCHEMAS = {"sensor_msgs/msg/Image": images.image_msg_to_rgb,
                  "sensor_msgs/msg/CompressedImage": images.compressed_msg_to_rgb}
 COUNT_COLUMNS = ("frames", "regions", "reported", "suppressed", "forgotten_domain",
-                 "unfamiliar", "low_confidence", "unreadable")
+                 "illustrated_texture", "unfamiliar", "low_confidence", "unreadable")
 
 
 class ReplayError(ValueError):
