@@ -350,8 +350,13 @@ def export_bundle(run_dir, out_dir, opset: int = MIN_OPSET, parity_images: int =
     calibration = load_split(payload, "calibration", data_root)
     zoomed = None
     if texture_head:
+        from adu_perception.training.texture_head import native_resolution_problem
+
         zoomed = {split: load_split(payload, split, data_root, size * texture_zoom)
                   for split in ("train", "calibration", "test")}
+        problem = native_resolution_problem(_shorter_sides(payload, data_root), size * texture_zoom)
+        if problem:
+            raise ExportError(problem)
         for split, images in (("calibration", calibration), ("test", test)):
             if len(zoomed[split][0]) != len(images[0]):
                 raise ExportError(f"{split} images read at {size} px and {size * texture_zoom} px differ")
@@ -441,6 +446,15 @@ def memory_bank(session, train, memorized_ids, domain_names, progress: bool = Fa
                  f"images of the memorised domains ({names}), rows 0..{len(images) - 1}, then "
                  f"of the same images flipped horizontally: {2 * len(images)} rows")
     return embeddings["embeddings"].astype(np.float16), bank_from
+
+
+def _shorter_sides(payload: dict, data_root) -> list:
+    """Native shorter sides of the run's readable training files (before any resizing)."""
+    from adu_perception.training.data import read_rgb
+
+    root = Path(data_root or payload["config"]["data"])
+    images = (read_rgb(root / relative) for relative in payload.get("train_files", []))
+    return [min(image.shape[:2]) for image in images if image is not None]
 
 
 def fit_run_texture_head(payload: dict, model, train_zoomed, zoom: int):

@@ -118,16 +118,16 @@ def test_the_threshold_search_counts_the_texture_score_as_part_of_rule_one():
 def texture_bundle(tiny_run, tmp_path_factory):
     from adu_perception.export.onnx_export import export_bundle
 
+    # The tiny world's images are 40 x 48 px and its model reads 32 px: zoom 1 (zoom 2 is refused).
     return export_bundle(tiny_run, tmp_path_factory.mktemp("texture") / "bundle", progress=False,
-                         texture_head=True)
+                         texture_head=True, texture_zoom=1)
 
 
 def test_export_writes_a_texture_head_the_runtime_uses(texture_bundle):
     manifest = json.loads((texture_bundle / "manifest.json").read_text())
     section = manifest["texture"]
     assert manifest["format_version"] == 3
-    assert section["zoom"] == 2 and section["tile"] == manifest["input_size"]
-    assert section["input_size"] == 2 * manifest["input_size"]
+    assert section["zoom"] == 1 and section["tile"] == manifest["input_size"] == section["input_size"]
     assert "memorised training photos" in section["fitted_on"]
     assert "n_forgotten_suppressed_texture" in manifest["thresholds"]
     bundle = load_bundle(texture_bundle)
@@ -141,6 +141,14 @@ def test_export_writes_a_texture_head_the_runtime_uses(texture_bundle):
     assert all(0.0 < d.p_texture < 1.0 for d in decisions)
     with pytest.raises(ValueError, match="has a texture head: pass texture_images"):
         predictor.classify(preprocess(crops, bundle.input_size))
+
+
+def test_a_head_is_not_fitted_on_enlarged_images(tiny_run, tmp_path):
+    from adu_perception.export.onnx_export import ExportError, export_bundle
+
+    with pytest.raises(ExportError, match=r"reads crops at 64 px, but the run's training images are 40 px"):
+        export_bundle(tiny_run, tmp_path / "bundle", progress=False, texture_head=True, texture_zoom=2)
+    assert not (tmp_path / "bundle").exists()
 
 
 def test_bundles_without_a_head_still_classify_crops(tiny_bundle):

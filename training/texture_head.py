@@ -8,7 +8,7 @@ is one row of a class-balanced, L2-regularised logistic regression on the standa
 statistics.
 """
 import logging
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -20,6 +20,19 @@ log = logging.getLogger(__name__)
 DEFAULT_ZOOM = 2
 L2 = 1e-2
 TEXTURE_SEED_OFFSET = 4099  # renders for the fit use other random parameters than training's
+
+
+def native_resolution_problem(shorter_sides: Sequence[int], input_size: int) -> Optional[str]:
+    """Why a head reading `input_size` px crops cannot be fitted on images of these native
+    sizes (None when it can): on images enlarged to reach that size it would learn the
+    interpolation, not the texture (measured on the demo world's 64 px images read at 128 px:
+    21 of 145 real road users in its seed-0 drive suppressed for their texture, docs/benchmark_styles.md)."""
+    median = float(np.median(shorter_sides)) if len(shorter_sides) else 0.0
+    if median >= input_size:
+        return None
+    return (f"the texture head reads crops at {input_size} px, but the run's training images are "
+            f"{median:.0f} px (median shorter side): it would learn the enlargement, not the "
+            f"texture; use a smaller --texture-zoom or larger images")
 
 
 def stem_weight(model: torch.nn.Module) -> np.ndarray:
