@@ -102,8 +102,9 @@ def register(subparsers) -> None:
                        help="opt-in: rendered illustrations of the memorised training shots as extra "
                        "forgotten domains, pooled or one per family (default: %(default)s)")
     group.add_argument("--texture-head", choices=("on", "off"), default="on" if defaults.texture_head else "off",
-                       help="opt-in: export the bundle with a texture head (`adu export --texture-head`; "
-                       "default: %(default)s)")
+                       help="opt-in: export the bundle with a texture head (`adu export --texture-head`), "
+                       "for --data with images of at least twice the model's input size; the generated "
+                       "world's 64 px images are refused (docs/demo_experiments.md; default: %(default)s)")
     group.add_argument("--methods", default=",".join(defaults.methods),
                        help="methods to train and compare; the last of them, or adu, is exported "
                        "(default: %(default)s)")
