@@ -319,8 +319,8 @@ def export_bundle(run_dir, out_dir, opset: int = MIN_OPSET, parity_images: int =
     domains). Thresholds are chosen on the run's calibration images (neither trained on nor
     tested) through the graph, and the manifest reports their rates on the test images.
     open_set: write the memory bank (training images of the memorised domains and their
-    flips, through the graph) and choose min_real_similarity too; False writes a format-2
-    bundle without a bank (the "unfamiliar" rule off), for comparison.
+    flips, through the graph) and choose min_real_similarity too; False writes a bundle
+    without a bank (the "unfamiliar" rule off), for comparison.
     texture_head: fit and write the texture head (crops read at texture_zoom x the input
     size); the thresholds are then chosen with its score in rule 1.
     Nothing is left at `out_dir` unless every check passed.
@@ -460,22 +460,13 @@ def _shorter_sides(payload: dict, data_root) -> list:
 def fit_run_texture_head(payload: dict, model, train_zoomed, zoom: int):
     """The texture head of a run: its memorised training photos against its forgotten-domain
     training images and the families it was trained with (training.texture_head)."""
-    from adu_perception.training.rendered import resolve_families
-    from adu_perception.training.texture_head import fit_texture_head, illustrations_for_fit, stem_weight
+    from adu_perception.training.texture_head import fit_run_head, stem_weight
 
-    names, config = payload["domain_names"], payload["config"]
+    names = payload["domain_names"]
     images, _, domains, _ = train_zoomed
     photos = images[np.isin(domains, [names.index(d) for d in payload["memorized_domains"]])]
     forgotten = images[np.isin(domains, [names.index(d) for d in payload["forgotten_domains"]])]
-    families = (resolve_families(config.get("rendered_families", []))
-                if config.get("rendered", "off") != "off" else [])
-    fitted_on = (f"{len(photos)} memorised training photos against {len(forgotten)} forgotten-domain "
-                 f"training images" + (f" and the photos drawn in {len(families)} families "
-                                       f"({', '.join(families)})" if families else "")
-                 + f", read at {zoom} x {payload['image_size']} px in {zoom * zoom} tiles")
-    return fit_texture_head(stem_weight(model), payload["mean"], payload["std"], photos,
-                            illustrations_for_fit(photos, forgotten, families, config["seed"]), zoom,
-                            int(payload["image_size"]), fitted_on)
+    return fit_run_head(payload, stem_weight(model), photos, forgotten, zoom)
 
 
 def calibrated_thresholds(session, calibration, test, memorized_ids, forgotten_ids,

@@ -204,15 +204,12 @@ def _texture_views(real: PreparedData, size: int, memorized_ids, forget, workers
 def _fit_texture(clip, payload: dict, texture: dict, zoom: int):
     """The run's texture head: its memorised photos against its forgotten domains (a held-out
     domain is not one of them) and its own rendered families."""
-    from .texture_head import fit_texture_head, illustrations_for_fit, stem_weight
+    from .texture_head import fit_run_head, stem_weight
 
-    names, config = payload["domain_names"], payload["config"]
+    names = payload["domain_names"]
     forgotten_ids = [names.index(d) for d in payload["forgotten_domains"]]
-    families = resolve_families(config.get("rendered_families", [])) if config.get("rendered", "off") != "off" else []
     forgotten = texture["train_forgotten"][np.isin(texture["train_forgotten_domains"], forgotten_ids)]
-    illustrations = illustrations_for_fit(texture["train_photos"], forgotten, families, config["seed"])
-    return fit_texture_head(stem_weight(clip.model), clip.mean, clip.std, texture["train_photos"],
-                            illustrations, zoom, clip.image_size)
+    return fit_run_head(payload, stem_weight(clip.model), texture["train_photos"], forgotten, zoom)
 
 
 def _score_run(model, payload: dict, clip, data: PreparedData, unit, families, rendered_test,

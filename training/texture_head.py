@@ -79,6 +79,26 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = L2):
     return coef.detach().numpy(), float(intercept.detach())
 
 
+def fit_run_head(payload: dict, weight: np.ndarray, photos: np.ndarray, forgotten: np.ndarray,
+                 zoom: int) -> TextureHead:
+    """The texture head of a finished run (its checkpoint payload): `photos`, its memorised
+    training images, against `forgotten`, its forgotten-domain training images, and the
+    photos drawn in the families the run was trained with (none without --rendered); all
+    read at zoom x the run's input size."""
+    from .rendered import resolve_families
+
+    config, size = payload["config"], int(payload["image_size"])
+    families = (resolve_families(config.get("rendered_families", []))
+                if config.get("rendered", "off") != "off" else [])
+    fitted_on = (f"{len(photos)} memorised training photos against {len(forgotten)} forgotten-domain "
+                 f"training images" + (f" and the photos drawn in {len(families)} families "
+                                       f"({', '.join(families)})" if families else "")
+                 + f", read at {zoom} x {size} px in {zoom * zoom} tiles")
+    return fit_texture_head(weight, payload["mean"], payload["std"], photos,
+                            illustrations_for_fit(photos, forgotten, families, config["seed"]), zoom,
+                            size, fitted_on)
+
+
 def fit_texture_head(weight: np.ndarray, pixel_mean, pixel_std, photos: np.ndarray,
                      illustrations: np.ndarray, zoom: int, tile: int, fitted_on: str = "",
                      l2: float = L2) -> TextureHead:
