@@ -123,30 +123,44 @@ def _texture(folder: Path, manifest_path: Path, manifest: dict) -> Optional[Text
     if manifest["format_version"] < 3:
         raise BundleError(f"{where} needs format_version 3, the manifest says "
                           f"{manifest['format_version']}")
-    if not isinstance(section, dict):
-        raise BundleError(f"{where} must be an object or null")
-    missing = [key for key in ("score", "file", "sha256", "zoom", "tile") if key not in section]
-    if missing:
-        raise BundleError(f"{where} lacks {', '.join(missing)}")
-    if section["score"] not in TEXTURE_SCORES:
-        raise BundleError(f"{where}.score {section['score']!r} is unknown to this runtime "
-                          f"(knows {', '.join(TEXTURE_SCORES)})")
+    _check_section(section, where, ("score", "file", "sha256", "zoom", "tile"), TEXTURE_SCORES)
     for key in ("zoom", "tile"):
-        value = section[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise BundleError(f"{where}.{key} must be an integer >= 1, got {value!r}")
+        _check_count(section[key], f"{where}.{key}")
     if section["tile"] != manifest["input_size"]:
         raise BundleError(f"{where}.tile {section['tile']} differs from input_size "
                           f"{manifest['input_size']} (tiles are the model's input size)")
-    name = str(section["file"])
-    path = folder / name
-    if Path(name).name != name or not path.is_file():
-        raise BundleError(f"texture head missing: {path} (named by {where}.file)")
+    path = _side_file(folder, section["file"], f"{where}.file", "texture head")
     _checked_sha256(path, section["sha256"], manifest_path, "texture head")
     try:
         return TextureHead.load(path, section["zoom"], section["tile"], str(section.get("fitted_on", "")))
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
         raise BundleError(f"cannot use texture head {path}: {error}") from None
+
+
+def _check_section(section, where: str, keys, scores) -> None:
+    """An optional manifest section: an object with every key and a score this runtime knows."""
+    if not isinstance(section, dict):
+        raise BundleError(f"{where} must be an object or null")
+    missing = [key for key in keys if key not in section]
+    if missing:
+        raise BundleError(f"{where} lacks {', '.join(missing)}")
+    if section["score"] not in scores:
+        raise BundleError(f"{where}.score {section['score']!r} is unknown to this runtime "
+                          f"(knows {', '.join(scores)})")
+
+
+def _check_count(value, where: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise BundleError(f"{where} must be an integer >= 1, got {value!r}")
+
+
+def _side_file(folder: Path, name, where: str, what: str) -> Path:
+    """A file the manifest names beside it (a bare name, no path), which must exist."""
+    name = str(name)
+    path = folder / name
+    if Path(name).name != name or not path.is_file():
+        raise BundleError(f"{what} missing: {path} (named by {where})")
+    return path
 
 
 def _open_set(folder: Path, manifest_path: Path, manifest: dict) -> dict:
@@ -163,28 +177,16 @@ def _open_set(folder: Path, manifest_path: Path, manifest: dict) -> dict:
         return {"notes": "bundle exported without an open-set memory bank (--open-set off): "
                          "the 'unfamiliar' rule is off"}
     where = f"{manifest_path}: open_set"
-    if not isinstance(section, dict):
-        raise BundleError(f"{where} must be an object or null")
-    missing = [key for key in ("score", "k", "bank_file", "bank_sha256", "n_bank")
-               if key not in section]
-    if missing:
-        raise BundleError(f"{where} lacks {', '.join(missing)}")
-    if section["score"] not in SCORES:
-        raise BundleError(f"{where}.score {section['score']!r} is unknown to this runtime "
-                          f"(knows {', '.join(SCORES)})")
+    _check_section(section, where, ("score", "k", "bank_file", "bank_sha256", "n_bank"), SCORES)
     k, n_bank = section["k"], section["n_bank"]
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise BundleError(f"{where}.k must be an integer >= 1, got {k!r}")
-    if isinstance(n_bank, bool) or not isinstance(n_bank, int) or n_bank < 1:
-        raise BundleError(f"{where}.n_bank must be an integer >= 1, got {n_bank!r}")
+    _check_count(k, f"{where}.k")
+    _check_count(n_bank, f"{where}.n_bank")
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
             or not -1.0 <= threshold <= 1.0:
         raise BundleError(f"{manifest_path}: thresholds.min_real_similarity must be a number in "
                           f"[-1, 1] when open_set is given, got {threshold!r}")
-    name = str(section["bank_file"])
-    bank_path = folder / name
-    if Path(name).name != name or not bank_path.is_file():
-        raise BundleError(f"memory bank missing: {bank_path} (named by {where}.bank_file)")
+    bank_path = _side_file(folder, section["bank_file"], f"{where}.bank_file", "memory bank")
+    name = bank_path.name
     actual = _checked_sha256(bank_path, section["bank_sha256"], manifest_path, "memory bank")
     try:
         bank = np.load(bank_path, allow_pickle=False)
