@@ -168,6 +168,7 @@ def test_styles_benchmark_scores_only_units_each_run_never_saw(tiny_clip, tiny_d
         label = f"{row['kind']}-{row['held_out']}"
         config = load_checkpoint(work / "seed0" / f"adu-without-{label}")["config"]
         assert row["held_out"] not in config["rendered_families"] + config["forget"]
+        assert "memorised training photos" in row["texture_fitted_on"] and row["held_out"] not in row["texture_fitted_on"]
         for rates in row["per_unit"].values():
             for rule in ("domain", "open-set", "texture"):
                 assert 0 <= rates[rule]["suppressed"] <= 1 and 0 <= rates[rule]["kept"] <= 1

@@ -266,7 +266,8 @@ def _score_run(model, payload: dict, clip, data: PreparedData, unit, families, r
         if head is not None:
             outputs["unit"]["p_texture"] = head.probability(zoomed)
         per_unit[name] = score_rules(outputs, test_classes[photos], thresholds, forgotten_mask, bank, knn_k)
-    return {"per_unit": per_unit, "mem_accuracy": float((real["probs"].argmax(1) == test_classes[photos]).mean())}
+    return {"per_unit": per_unit, "mem_accuracy": float((real["probs"].argmax(1) == test_classes[photos]).mean()),
+            "texture_fitted_on": None if head is None else head.fitted_on}
 
 
 def _log_row(row: dict) -> None:
