@@ -4,7 +4,8 @@ Times ONNX Runtime on (a) the ADU graph and (b) the same backbone exported witho
 or InstaPG (same wrapper, same four outputs), at batch 1 and 8, on every available
 execution provider. The two sessions are timed alternately, call by call, so load from
 other processes on a shared machine hits both alike. Reports median and p90 per call and
-the ratio of medians (a)/(b).
+the ratio of medians (a)/(b). A bundle with a texture head also gets the head's own time
+(numpy on the CPU, on crops at its larger size), which the node adds to (a).
 
 Two sources: a bundle (its model.onnx, and its source checkpoint for (b)), or
 `--clip NAME --random-weights` for a synthetic ADU at real CLIP size (8 prompt tokens,
@@ -120,7 +121,28 @@ def bundle_latency(bundle_dir, providers=None, batches=(1, 8), warmup: int = 5,
                                 available_providers(providers), batches, warmup, repeats)
     result["setup"] = {"source": str(bundle_dir), "input_size": size,
                        "prompt_config": payload["prompt_config"]}
+    if manifest.get("texture"):
+        from adu_perception.runtime.bundle import load_bundle
+
+        result["texture"] = texture_latency(load_bundle(bundle_dir).texture, batches, warmup, repeats)
     return result
+
+
+def texture_latency(head, batches=(1, 8), warmup: int = 5, repeats: int = 50, seed: int = 0) -> list:
+    """Median/p90 ms per call of a texture head (runtime.texture) per batch."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for batch in batches:
+        crops = rng.integers(0, 256, (batch, head.input_size, head.input_size, 3), dtype=np.uint8)
+        times = []
+        for index in range(warmup + repeats):
+            started = time.perf_counter()
+            head.probability(crops)
+            if index >= warmup:
+                times.append((time.perf_counter() - started) * 1000)
+        rows.append({"batch": batch, "input_size": head.input_size, "median_ms": float(np.median(times)),
+                     "p90_ms": float(np.percentile(times, 90))})
+    return rows
 
 
 def random_weights_latency(clip_name: str, providers=None, batches=(1, 8), warmup: int = 2,
@@ -167,4 +189,7 @@ def format_table(result: dict) -> str:
         lines.append(f"| {row['provider']} | {row['batch']} | {row['a_median_ms']:.2f} | "
                      f"{row['a_p90_ms']:.2f} | {row['b_median_ms']:.2f} | {row['b_p90_ms']:.2f} | "
                      f"{row['ratio']:.3f} |")
+    for row in result.get("texture", []):
+        lines.append(f"texture head (numpy, CPU, {row['input_size']} px crops), batch {row['batch']}: "
+                     f"median {row['median_ms']:.2f} ms, p90 {row['p90_ms']:.2f} ms")
     return "\n".join(lines)

@@ -224,3 +224,13 @@ def test_replay_runs_a_texture_bundle_and_counts_its_reason(texture_bundle, tmp_
     counts = summary["."]
     reasons = [r["results"][0]["reason"] for r in records]
     assert counts["illustrated_texture"] == reasons.count("illustrated_texture")
+
+
+def test_the_latency_benchmark_times_the_texture_head_too(texture_bundle):
+    from adu_perception.export.latency import bundle_latency, format_table
+
+    result = bundle_latency(texture_bundle, providers=["CPUExecutionProvider"], batches=(1, 4),
+                            warmup=1, repeats=3)
+    assert [row["batch"] for row in result["texture"]] == [1, 4]
+    assert all(0 < row["median_ms"] <= row["p90_ms"] for row in result["texture"])
+    assert "texture head (numpy, CPU, 32 px crops), batch 4" in format_table(result)
