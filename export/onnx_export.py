@@ -361,18 +361,15 @@ def export_bundle(run_dir, out_dir, opset: int = MIN_OPSET, parity_images: int =
             if len(zoomed[split][0]) != len(images[0]):
                 raise ExportError(f"{split} images read at {size} px and {size * texture_zoom} px differ")
     if payload.get("rendered_domains"):  # a run trained with --rendered: its families in calibration too
-        from adu_perception.training.rendered import with_rendered_copies
+        from adu_perception.training.rendered import with_rendered_copies, with_rendered_copies_at_two_sizes
 
         if zoomed is None:
             calibration = (*with_rendered_copies(payload, *calibration[:3]), calibration[3])
-        else:  # drawn at the texture head's size; the graph sees them downsampled
-            from adu_perception.runtime.images import preprocess
-
-            n_real = len(calibration[0])
-            drawn = with_rendered_copies(payload, *zoomed["calibration"][:3])
-            zoomed["calibration"] = (*drawn, zoomed["calibration"][3])
-            calibration = (np.concatenate([calibration[0], preprocess(list(drawn[0][n_real:]), size)])
-                           if len(drawn[0]) > n_real else calibration[0], drawn[1], drawn[2], calibration[3])
+        else:
+            images, drawn, classes, domains = with_rendered_copies_at_two_sizes(
+                payload, calibration[0], zoomed["calibration"][0], *calibration[1:3])
+            calibration = (images, classes, domains, calibration[3])
+            zoomed["calibration"] = (drawn, classes, domains, calibration[3])
     train = load_split(payload, "train", data_root) if open_set else None
     if len(test[0]) == 0:
         raise ExportError(f"run {run_dir} has no readable test images to check the export on")

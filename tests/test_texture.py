@@ -234,3 +234,23 @@ def test_the_latency_benchmark_times_the_texture_head_too(texture_bundle):
     assert [row["batch"] for row in result["texture"]] == [1, 4]
     assert all(0 < row["median_ms"] <= row["p90_ms"] for row in result["texture"])
     assert "texture head (numpy, CPU, 32 px crops), batch 4" in format_table(result)
+
+
+def test_a_run_trained_with_rendered_families_fits_its_head_on_them(tiny_run, texture_bundle, tmp_path):
+    from adu_perception.export.onnx_export import export_bundle
+    from adu_perception.training.checkpoint import load_checkpoint
+    from adu_perception.training.config import TrainConfig
+    from adu_perception.training.pipeline import train_and_evaluate
+
+    config = TrainConfig(**{**load_checkpoint(tiny_run)["config"], "rendered": "pooled",
+                            "rendered_families": ["comic", "line_ink"]})
+    train_and_evaluate(config, tmp_path / "run")
+    bundle = export_bundle(tmp_path / "run", tmp_path / "bundle", progress=False, texture_head=True,
+                           texture_zoom=1)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert "drawn in 2 families (line_ink, comic)" in manifest["texture"]["fitted_on"]
+    # the calibration photos' rendered copies (drawn at the head's size) count as forgotten items
+    plain = json.loads((texture_bundle / "manifest.json").read_text())
+    assert (manifest["thresholds"]["calibration"]["n_forgotten"]
+            > plain["thresholds"]["calibration"]["n_forgotten"])
+    assert load_bundle(bundle).texture is not None

@@ -87,3 +87,18 @@ def with_rendered_copies(payload: dict, images: np.ndarray, classes: np.ndarray,
                            names.index(payload["rendered_domains"][0]), config["seed"] + CALIBRATION_SEED_OFFSET)
     return (np.concatenate([images, copies[0]]), np.concatenate([classes, copies[1]]),
             np.concatenate([domains, copies[2]]))
+
+
+def with_rendered_copies_at_two_sizes(payload: dict, images: np.ndarray, zoomed: np.ndarray,
+                                      classes: np.ndarray, domains: np.ndarray):
+    """with_rendered_copies for a split read at the model's size (`images`) and at the texture
+    head's larger size (`zoomed`, the same items): the copies are drawn at the larger size and
+    shrunk for the model, as a camera crop of them would be. Returns (images, zoomed,
+    classes, domains)."""
+    from adu_perception.runtime.images import preprocess
+
+    zoomed, classes, domains = with_rendered_copies(payload, zoomed, classes, domains)
+    copies = zoomed[len(images):]
+    if len(copies):
+        images = np.concatenate([images, preprocess(list(copies), images.shape[1])])
+    return images, zoomed, classes, domains

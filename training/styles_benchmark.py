@@ -32,7 +32,7 @@ from .clip_loader import ClipSpec, load_clip
 from .config import TrainConfig
 from .data import load_images, resolve_domains
 from .evaluate import predict
-from .rendered import resolve_families, with_rendered_copies
+from .rendered import resolve_families, with_rendered_copies, with_rendered_copies_at_two_sizes
 from .trainer import PreparedData, add_rendered_training_data, prepare_data, train
 
 log = logging.getLogger(__name__)
@@ -216,7 +216,6 @@ def _score_run(model, payload: dict, clip, data: PreparedData, unit, families, r
                calibration, bank_images, knn_k, texture: Optional[dict] = None, zoom: int = 0) -> dict:
     """Thresholds on calibration images that never show the unit; rates on the unit."""
     from adu_perception.export.thresholds import choose_thresholds
-    from adu_perception.runtime.images import preprocess
 
     names = payload["domain_names"]
     memorized_ids = [names.index(d) for d in payload["memorized_domains"]]
@@ -228,11 +227,9 @@ def _score_run(model, payload: dict, clip, data: PreparedData, unit, families, r
     if texture is None:
         cal_images, cal_classes, cal_domains = with_rendered_copies(
             payload, cal_images[seen], cal_classes[seen], cal_domains[seen])
-    else:  # drawn at the zoomed size; the model sees them downsampled
-        cal_zoomed, cal_classes, cal_domains = with_rendered_copies(
-            payload, texture["calibration"][seen], cal_classes[seen], cal_domains[seen])
-        cal_images = np.concatenate([cal_images[seen], preprocess(list(cal_zoomed[int(seen.sum()):]), clip.image_size)]) \
-            if len(cal_zoomed) > seen.sum() else cal_images[seen]
+    else:
+        cal_images, cal_zoomed, cal_classes, cal_domains = with_rendered_copies_at_two_sizes(
+            payload, cal_images[seen], texture["calibration"][seen], cal_classes[seen], cal_domains[seen])
     test_classes, test_domains = data.labels("test")
     photos = np.isin(test_domains, memorized_ids)
     in_unit = (test_domains == names.index(unit["name"])) if unit is not None and unit["kind"] == "domain" else None

@@ -93,7 +93,7 @@ def fit_run_head(payload: dict, weight: np.ndarray, photos: np.ndarray, forgotte
     fitted_on = (f"{len(photos)} memorised training photos against {len(forgotten)} forgotten-domain "
                  f"training images" + (f" and the photos drawn in {len(families)} families "
                                        f"({', '.join(families)})" if families else "")
-                 + f", read at {zoom} x {size} px in {zoom * zoom} tiles")
+                 + f", read at {zoom} x {size} px and cut into {zoom} x {zoom} tiles")
     return fit_texture_head(weight, payload["mean"], payload["std"], photos,
                             illustrations_for_fit(photos, forgotten, families, config["seed"]), zoom,
                             size, fitted_on)
