@@ -73,8 +73,8 @@ def operating_point(real_scores: np.ndarray, unit_scores: np.ndarray,
 
 def score_rules(model_outputs: Dict[str, dict], classes_real: np.ndarray, thresholds: Dict[str, dict],
                 forgotten_mask: np.ndarray, bank: np.ndarray, k: int) -> Dict[str, dict]:
-    """model_outputs[name] may carry "p_texture" [N] (texture head on)."""
-    """Rates of each rule on the correct real test photos and the held-out images."""
+    """Rates of each rule on the correct real test photos and the held-out images;
+    model_outputs[name] may carry "p_texture" [N] (texture head on)."""
     from adu_perception.runtime.decision import decide
     from adu_perception.runtime.open_set import real_similarity
 

@@ -17,7 +17,6 @@ from adu_perception.runtime.texture import TextureHead, stem_statistics, tiles
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ZOOM = 2
 L2 = 1e-2
 TEXTURE_SEED_OFFSET = 4099  # renders for the fit use other random parameters than training's
 
