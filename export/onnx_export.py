@@ -350,13 +350,14 @@ def export_bundle(run_dir, out_dir, opset: int = MIN_OPSET, parity_images: int =
     calibration = load_split(payload, "calibration", data_root)
     zoomed = None
     if texture_head:
-        from adu_perception.training.texture_head import native_resolution_problem
+        from adu_perception.training.texture_head import fit_run_head, native_resolution_problem, stem_weight
 
-        zoomed = {split: load_split(payload, split, data_root, size * texture_zoom)
-                  for split in ("train", "calibration", "test")}
+        # Refused before anything is read at the larger size.
         problem = native_resolution_problem(_shorter_sides(payload, data_root), size * texture_zoom)
         if problem:
             raise ExportError(problem)
+        zoomed = {split: load_split(payload, split, data_root, size * texture_zoom)
+                  for split in ("train", "calibration", "test")}
         for split, images in (("calibration", calibration), ("test", test)):
             if len(zoomed[split][0]) != len(images[0]):
                 raise ExportError(f"{split} images read at {size} px and {size * texture_zoom} px differ")
@@ -409,7 +410,8 @@ def export_bundle(run_dir, out_dir, opset: int = MIN_OPSET, parity_images: int =
             log.info("open-set memory bank: %s", bank_from)
         texture_section = p_texture = None
         if zoomed is not None:
-            head = fit_run_texture_head(payload, model, zoomed["train"], texture_zoom)
+            head = fit_run_head(payload, stem_weight(model), zoomed["train"][0], zoomed["train"][2],
+                                texture_zoom)
             head.save(staging / TEXTURE_FILE)
             texture_section = {"score": STEM_STATISTICS, "file": TEXTURE_FILE,
                                "sha256": sha256_file(staging / TEXTURE_FILE), "zoom": int(texture_zoom),
@@ -452,18 +454,6 @@ def _shorter_sides(payload: dict, data_root) -> list:
     root = Path(data_root or payload["config"]["data"])
     images = (read_rgb(root / relative) for relative in payload.get("train_files", []))
     return [min(image.shape[:2]) for image in images if image is not None]
-
-
-def fit_run_texture_head(payload: dict, model, train_zoomed, zoom: int):
-    """The texture head of a run: its memorised training photos against its forgotten-domain
-    training images and the families it was trained with (training.texture_head)."""
-    from adu_perception.training.texture_head import fit_run_head, stem_weight
-
-    names = payload["domain_names"]
-    images, _, domains, _ = train_zoomed
-    photos = images[np.isin(domains, [names.index(d) for d in payload["memorized_domains"]])]
-    forgotten = images[np.isin(domains, [names.index(d) for d in payload["forgotten_domains"]])]
-    return fit_run_head(payload, stem_weight(model), photos, forgotten, zoom)
 
 
 def calibrated_thresholds(session, calibration, test, memorized_ids, forgotten_ids,

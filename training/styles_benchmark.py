@@ -146,7 +146,7 @@ def run_styles_benchmark(base: TrainConfig, methods: Sequence[str], families: Se
         photos = np.isin(test_domains, memorized_ids)
         texture = None
         if texture_zoom:
-            texture = _texture_views(real, clip.image_size * texture_zoom, memorized_ids, forget, base.workers)
+            texture = _texture_views(real, clip.image_size * texture_zoom, base.workers)
             rendered_zoomed = {f: render_batch(texture["test"][photos], f, seed) for f in families}
             texture["rendered_test"] = rendered_zoomed
             rendered_test = {f: preprocess(list(v), clip.image_size) for f, v in rendered_zoomed.items()}
@@ -181,11 +181,10 @@ def run_styles_benchmark(base: TrainConfig, methods: Sequence[str], families: Se
                                     "seconds": round(time.time() - started, 1)}}
 
 
-def _texture_views(real: PreparedData, size: int, memorized_ids, forget, workers: int) -> dict:
+def _texture_views(real: PreparedData, size: int, workers: int) -> dict:
     """The images the texture rule reads, at zoom x the input size: calibration, test, and the
-    training files of the memorised (photos) and forgotten domains (for the head's fit)."""
+    dataset's training files (for the head's fit)."""
     dataset = real.dataset
-    forgotten_ids = dataset.domain_indices(forget)
 
     def load(samples, what):
         images, kept, _ = load_images(dataset.root, samples, size, workers, f"load {what} at {size} px")
@@ -193,29 +192,16 @@ def _texture_views(real: PreparedData, size: int, memorized_ids, forget, workers
             raise ValueError(f"{len(samples) - len(kept)} {what} image(s) unreadable at {size} px")
         return images
 
-    photos = [s for s in real.train if s.domain_index in memorized_ids]
-    forgotten = [s for s in real.train if s.domain_index in forgotten_ids]
     return {"calibration": load(real.calibration, "calibration images"), "test": load(real.test, "test images"),
-            "train_photos": load(photos, "memorised training images"),
-            "train_forgotten": load(forgotten, "forgotten training images"),
-            "train_forgotten_domains": np.array([s.domain_index for s in forgotten], np.int64)}
-
-
-def _fit_texture(clip, payload: dict, texture: dict, zoom: int):
-    """The run's texture head: its memorised photos against its forgotten domains (a held-out
-    domain is not one of them) and its own rendered families."""
-    from .texture_head import fit_run_head, stem_weight
-
-    names = payload["domain_names"]
-    forgotten_ids = [names.index(d) for d in payload["forgotten_domains"]]
-    forgotten = texture["train_forgotten"][np.isin(texture["train_forgotten_domains"], forgotten_ids)]
-    return fit_run_head(payload, stem_weight(clip.model), texture["train_photos"], forgotten, zoom)
+            "train": load(real.train, "training images"), "train_domains": real.labels("train")[1]}
 
 
 def _score_run(model, payload: dict, clip, data: PreparedData, unit, families, rendered_test,
                calibration, bank_images, knn_k, texture: Optional[dict] = None, zoom: int = 0) -> dict:
     """Thresholds on calibration images that never show the unit; rates on the unit."""
     from adu_perception.export.thresholds import choose_thresholds
+
+    from .texture_head import fit_run_head, stem_weight
 
     names = payload["domain_names"]
     memorized_ids = [names.index(d) for d in payload["memorized_domains"]]
@@ -239,7 +225,7 @@ def _score_run(model, payload: dict, clip, data: PreparedData, unit, families, r
     real = predict(model, data.test_images[photos], mean, std)
     head = None
     if texture is not None:
-        head = _fit_texture(clip, payload, texture, zoom)
+        head = fit_run_head(payload, stem_weight(clip.model), texture["train"], texture["train_domains"], zoom)
         cal["p_texture"] = head.probability(cal_zoomed)
         real["p_texture"] = head.probability(texture["test"][photos])
     from adu_perception.runtime.open_set import real_similarity

@@ -78,14 +78,18 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = L2):
     return coef.detach().numpy(), float(intercept.detach())
 
 
-def fit_run_head(payload: dict, weight: np.ndarray, photos: np.ndarray, forgotten: np.ndarray,
-                 zoom: int) -> TextureHead:
-    """The texture head of a finished run (its checkpoint payload): `photos`, its memorised
-    training images, against `forgotten`, its forgotten-domain training images, and the
-    photos drawn in the families the run was trained with (none without --rendered); all
-    read at zoom x the run's input size."""
+def fit_run_head(payload: dict, weight: np.ndarray, train_images: np.ndarray,
+                 train_domains: np.ndarray, zoom: int) -> TextureHead:
+    """The texture head of a finished run (its checkpoint payload) from its training images
+    read at zoom x its input size (domain ids in payload["domain_names"]): the memorised
+    domains' photos against the forgotten domains' images (a domain the run left out is
+    neither) and the photos drawn in the families the run was trained with (none without
+    --rendered)."""
     from .rendered import resolve_families
 
+    names = payload["domain_names"]
+    photos = train_images[np.isin(train_domains, [names.index(d) for d in payload["memorized_domains"]])]
+    forgotten = train_images[np.isin(train_domains, [names.index(d) for d in payload["forgotten_domains"]])]
     config, size = payload["config"], int(payload["image_size"])
     families = (resolve_families(config.get("rendered_families", []))
                 if config.get("rendered", "off") != "off" else [])

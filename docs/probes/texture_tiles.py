@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from adu_perception.runtime.texture import tiles  # noqa: E402
 from adu_perception.training.clip_loader import ClipSpec, load_clip  # noqa: E402
 from adu_perception.training.data import MultiDomainDataset, load_images, read_rgb, resize_center_crop  # noqa: E402
 from adu_perception.training.stylize import FAMILIES, render_batch  # noqa: E402
@@ -34,11 +35,6 @@ def stem_statistics(clip, images):
     with torch.no_grad():
         out = torch.cat([clip.model.visual.conv1(x[s:s + 256]).flatten(2) for s in range(0, len(x), 256)])
     return torch.cat([out.mean(2), out.std(2)], 1).numpy()
-
-
-def tiles(images, size):
-    return np.stack([im[y:y + TILE, x:x + TILE] for im in images
-                     for y in range(0, size, TILE) for x in range(0, size, TILE)])
 
 
 def fit_logistic(x, y, l2=1e-2):
@@ -84,7 +80,7 @@ def main():
         return load_images(data.root, samples, size)[0]
 
     def features(images):
-        return stem_statistics(clip, tiles(images, size))
+        return stem_statistics(clip, tiles(images, TILE))
 
     photos = pick("photo", 10_000)
     train_photos, calibration, test = load(photos[:240]), load(photos[240:440]), load(photos[440:640])
