@@ -17,7 +17,8 @@ def export_command(args) -> int:
         bundle = export_bundle(args.run, args.out, opset=args.opset, parity_images=args.parity_images,
                                data_root=args.data, overwrite=args.force,
                                open_set=args.open_set == "on", texture_head=args.texture_head == "on",
-                               texture_zoom=args.texture_zoom)
+                               texture_zoom=args.texture_zoom,
+                               texture_artefacts=args.texture_artefacts == "on")
     except (ExportError, CheckpointError) as error:
         raise CommandError(str(error)) from None
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -107,6 +108,10 @@ def register(subparsers) -> None:
                         "a photo's at the forgotten-domain threshold (docs/bundle.md; default: %(default)s)")
     export.add_argument("--texture-zoom", type=int, default=2,
                         help="the texture head reads crops at this many times the input size (default: %(default)s)")
+    export.add_argument("--texture-artefacts", choices=("on", "off"), default="on",
+                        help="on: fit the texture head on copies of every image with camera artefacts "
+                        "(JPEG, noise, blur, sharpening) too, so that a camera's own texture is not taken "
+                        "for an illustration's; off: originals only (default: %(default)s)")
     export.set_defaults(func=export_command)
 
     engine = subparsers.add_parser(

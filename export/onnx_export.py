@@ -312,7 +312,7 @@ def export_bundle(run_dir, out_dir, opset: int = MIN_OPSET, parity_images: int =
                   data_root=None, tolerance: float = PARITY_TOLERANCE, keep: float = 0.95,
                   overwrite: bool = False, progress: bool = True, open_set: bool = True,
                   open_set_k: int = OPEN_SET_K, texture_head: bool = False,
-                  texture_zoom: int = 2) -> Path:
+                  texture_zoom: int = 2, texture_artefacts: bool = True) -> Path:
     """Export a finished run to a bundle folder; returns its path.
 
     Parity is checked on `parity_images` test images (half memorized, half forgotten
@@ -322,7 +322,8 @@ def export_bundle(run_dir, out_dir, opset: int = MIN_OPSET, parity_images: int =
     flips, through the graph) and choose min_real_similarity too; False writes a bundle
     without a bank (the "unfamiliar" rule off), for comparison.
     texture_head: fit and write the texture head (crops read at texture_zoom x the input
-    size); the thresholds are then chosen with its score in rule 1.
+    size; texture_artefacts: also on camera-artefact copies); the thresholds are then chosen
+    with its score in rule 1.
     Nothing is left at `out_dir` unless every check passed.
     """
     from adu_perception.training.checkpoint import checkpoint_path, load_checkpoint, model_from_checkpoint
@@ -411,7 +412,7 @@ def export_bundle(run_dir, out_dir, opset: int = MIN_OPSET, parity_images: int =
         texture_section = p_texture = None
         if zoomed is not None:
             head = fit_run_head(payload, stem_weight(model), zoomed["train"][0], zoomed["train"][2],
-                                texture_zoom)
+                                texture_zoom, camera_artefacts=texture_artefacts)
             head.save(staging / TEXTURE_FILE)
             texture_section = {"score": STEM_STATISTICS, "file": TEXTURE_FILE,
                                "sha256": sha256_file(staging / TEXTURE_FILE), "zoom": int(texture_zoom),

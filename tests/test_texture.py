@@ -129,6 +129,7 @@ def test_export_writes_a_texture_head_the_runtime_uses(texture_bundle):
     assert manifest["format_version"] == 3
     assert section["zoom"] == 1 and section["tile"] == manifest["input_size"] == section["input_size"]
     assert "memorised training photos" in section["fitted_on"]
+    assert "each camera artefact" in section["fitted_on"]  # on by default (training.camera_artefacts)
     assert "n_forgotten_suppressed_texture" in manifest["thresholds"]
     bundle = load_bundle(texture_bundle)
     assert bundle.texture is not None and bundle.texture.input_size == section["input_size"]

@@ -147,7 +147,8 @@ def benchmark_styles_command(args) -> int:
         if args.held_out_families else []
     report = run_styles_benchmark(config, csv_list(args.methods), families, held_out, args.held_out_domains,
                                   seeds, args.work_dir, reference=not args.no_reference, knn_k=args.knn_k,
-                                  texture_zoom=args.texture_zoom)
+                                  texture_zoom=args.texture_zoom,
+                                  texture_artefacts=args.texture_artefacts == "on")
     write_report(report, args.out)
     print(summary_table(report))
     print(f"\n{report['setup']['seconds']:.0f} s; JSON, table and curves written beside {args.out}")
@@ -254,6 +255,9 @@ def register_benchmarks(subparsers) -> None:
     styles.add_argument("--texture-zoom", type=int, default=0,
                         help="also score the texture rule, reading crops at this many times the input "
                              "size (2 as `adu export --texture-head`; 0: off, default)")
+    styles.add_argument("--texture-artefacts", choices=("on", "off"), default="on",
+                        help="fit the texture head on camera-artefact copies too, as `adu export` "
+                             "does by default (default: %(default)s)")
     styles.add_argument("--out", default="runs/benchmark_styles.json", help="JSON report; .md and .png beside it")
     styles.add_argument("--work-dir", default="runs/benchmark_styles", help="per-run checkpoints")
     styles.set_defaults(func=benchmark_styles_command)

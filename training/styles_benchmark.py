@@ -112,9 +112,10 @@ def score_rules(model_outputs: Dict[str, dict], classes_real: np.ndarray, thresh
 def run_styles_benchmark(base: TrainConfig, methods: Sequence[str], families: Sequence[str],
                          held_out_families: Sequence[str], held_out_domains: Sequence[str],
                          seeds: Sequence[int], work_dir, reference: bool = True, knn_k: int = 5,
-                         texture_zoom: int = 0) -> Dict:
+                         texture_zoom: int = 0, texture_artefacts: bool = True) -> Dict:
     """`families`: the rendered pool (empty: all); each of `held_out_families` (a subset) and
-    `held_out_domains` is left out in turn. texture_zoom > 0: score the `texture` rule too."""
+    `held_out_domains` is left out in turn. texture_zoom > 0: score the `texture` rule too
+    (texture_artefacts: its head also fitted on camera-artefact copies, as `adu export`'s)."""
     from adu_perception.runtime.images import preprocess
 
     from .stylize import render_batch
@@ -164,7 +165,7 @@ def run_styles_benchmark(base: TrainConfig, methods: Sequence[str], families: Se
                 trained = train(config, run_dir, data=data, clip=clip, progress=False)
                 row = _score_run(trained["model"], trained["payload"], clip, data, unit, families,
                                  rendered_test, (calibration, cal_classes, cal_domains), bank_images,
-                                 knn_k, texture, texture_zoom)
+                                 knn_k, texture, texture_zoom, texture_artefacts)
                 row.update(seed=seed, method=method, held_out=REFERENCE if unit is None else unit["name"],
                            kind="reference" if unit is None else unit["kind"],
                            train_seconds=trained["payload"].get("train_seconds"))
@@ -175,7 +176,7 @@ def run_styles_benchmark(base: TrainConfig, methods: Sequence[str], families: Se
                                     "families": list(families), "held_out_families": held_out_families,
                                     "held_out_domains": list(held_out_domains),
                                     "seeds": list(seeds), "methods": list(methods), "knn_k": knn_k,
-                                    "texture_zoom": texture_zoom,
+                                    "texture_zoom": texture_zoom, "texture_artefacts": texture_artefacts,
                                     "keep_target": 0.95, "operating_point": OPERATING_POINT,
                                     "false_suppression_grid": FALSE_SUPPRESSION_GRID.tolist(),
                                     "seconds": round(time.time() - started, 1)}}
@@ -197,7 +198,8 @@ def _texture_views(real: PreparedData, size: int, workers: int) -> dict:
 
 
 def _score_run(model, payload: dict, clip, data: PreparedData, unit, families, rendered_test,
-               calibration, bank_images, knn_k, texture: Optional[dict] = None, zoom: int = 0) -> dict:
+               calibration, bank_images, knn_k, texture: Optional[dict] = None, zoom: int = 0,
+               texture_artefacts: bool = True) -> dict:
     """Thresholds on calibration images that never show the unit; rates on the unit."""
     from adu_perception.export.thresholds import choose_thresholds
 
@@ -225,7 +227,8 @@ def _score_run(model, payload: dict, clip, data: PreparedData, unit, families, r
     real = predict(model, data.test_images[photos], mean, std)
     head = None
     if texture is not None:
-        head = fit_run_head(payload, stem_weight(clip.model), texture["train"], texture["train_domains"], zoom)
+        head = fit_run_head(payload, stem_weight(clip.model), texture["train"], texture["train_domains"], zoom,
+                            camera_artefacts=texture_artefacts)
         cal["p_texture"] = head.probability(cal_zoomed)
         real["p_texture"] = head.probability(texture["test"][photos])
     from adu_perception.runtime.open_set import real_similarity

@@ -3,9 +3,11 @@
 Photos: the run's memorised-domain training images. Illustrations: its forgotten-domain
 training images plus each memorised photo re-drawn by every family the run was trained with
 (`--rendered`; none when it used no rendered data), so a family the run never saw is never
-in the fit either. Both read at zoom x the model's input size and cut into tiles; every tile
-is one row of a class-balanced, L2-regularised logistic regression on the standardised stem
-statistics.
+in the fit either. Both read at zoom x the model's input size, and by default each image is
+also added once with each camera artefact (training.camera_artefacts: JPEG, noise, blur,
+sharpening, at random strengths), so that a camera's own fine texture is not taken for an illustration's.
+Every tile is one row of a class-balanced, L2-regularised logistic regression on the
+standardised stem statistics.
 """
 import logging
 from typing import Optional, Sequence
@@ -19,6 +21,7 @@ log = logging.getLogger(__name__)
 
 L2 = 1e-2
 TEXTURE_SEED_OFFSET = 4099  # renders for the fit use other random parameters than training's
+ARTEFACT_SEED_OFFSET = 8191  # and the camera artefacts others again
 
 
 def native_resolution_problem(shorter_sides: Sequence[int], input_size: int) -> Optional[str]:
@@ -79,12 +82,12 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = L2):
 
 
 def fit_run_head(payload: dict, weight: np.ndarray, train_images: np.ndarray,
-                 train_domains: np.ndarray, zoom: int) -> TextureHead:
+                 train_domains: np.ndarray, zoom: int, camera_artefacts: bool = True) -> TextureHead:
     """The texture head of a finished run (its checkpoint payload) from its training images
     read at zoom x its input size (domain ids in payload["domain_names"]): the memorised
     domains' photos against the forgotten domains' images (a domain the run left out is
     neither) and the photos drawn in the families the run was trained with (none without
-    --rendered)."""
+    --rendered); with camera_artefacts, each image also once with each camera artefact."""
     from .rendered import resolve_families
 
     names = payload["domain_names"]
@@ -96,19 +99,28 @@ def fit_run_head(payload: dict, weight: np.ndarray, train_images: np.ndarray,
     fitted_on = (f"{len(photos)} memorised training photos against {len(forgotten)} forgotten-domain "
                  f"training images" + (f" and the photos drawn in {len(families)} families "
                                        f"({', '.join(families)})" if families else "")
-                 + f", read at {zoom} x {size} px and cut into {zoom} x {zoom} tiles")
+                 + f", read at {zoom} x {size} px and cut into {zoom} x {zoom} tiles"
+                 + (", each image also once with each camera artefact (JPEG, noise, blur, sharpening)"
+                    if camera_artefacts else ""))
+    seed = config["seed"]
     return fit_texture_head(weight, payload["mean"], payload["std"], photos,
-                            illustrations_for_fit(photos, forgotten, families, config["seed"]), zoom,
-                            size, fitted_on)
+                            illustrations_for_fit(photos, forgotten, families, seed), zoom, size, fitted_on,
+                            artefact_seed=seed + ARTEFACT_SEED_OFFSET if camera_artefacts else None)
 
 
 def fit_texture_head(weight: np.ndarray, pixel_mean, pixel_std, photos: np.ndarray,
                      illustrations: np.ndarray, zoom: int, tile: int, fitted_on: str = "",
-                     l2: float = L2) -> TextureHead:
-    """Photos and illustrations: uint8 [N, zoom * tile, zoom * tile, 3]."""
+                     l2: float = L2, artefact_seed: Optional[int] = None) -> TextureHead:
+    """Photos and illustrations: uint8 [N, zoom * tile, zoom * tile, 3]. artefact_seed: also
+    fit on a copy of each with each camera artefact (training.camera_artefacts); None: originals only."""
     if len(photos) == 0 or len(illustrations) == 0:
         raise ValueError(f"the texture head needs photos and illustrations, got {len(photos)} "
                          f"and {len(illustrations)}")
+    if artefact_seed is not None:
+        from .camera_artefacts import camera_copies
+
+        photos = np.concatenate([photos, camera_copies(photos, artefact_seed)])
+        illustrations = np.concatenate([illustrations, camera_copies(illustrations, artefact_seed + 1)])
     mean, std = np.asarray(pixel_mean, np.float32), np.asarray(pixel_std, np.float32)
 
     def features(images):
