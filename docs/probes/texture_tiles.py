@@ -7,9 +7,14 @@ loaded and re-drawn at ZOOM x 96 px. Trained on PACS photos against 7 `adu styli
 and the three PACS illustration domains, scored on the 8th family (each in turn) at a fixed
 5 % false suppression of fresh PACS photos; also the share of real driving crops (a second
 camera) it calls illustrated, and each PACS domain left out in turn (trained on the 8
-families and the other two domains). docs/benchmark_styles.md quotes its output.
+families and the other two domains). Also the share of the fresh PACS photos, sharpened as a
+camera pipeline may (unsharp mask sigma 2, amount 1.5, as texture_scale.py's `sharpen`), that
+it calls illustrated. With --artefacts, every image of the fit is added once more with each
+of those camera artefacts (training.camera_artefacts). docs/benchmark_styles.md quotes its
+output.
 
     .venv/bin/python docs/probes/texture_tiles.py --zoom 2 --seed 0   # about 4 min on 2 cores
+    .venv/bin/python docs/probes/texture_tiles.py --zoom 2 --seed 0 --artefacts jpeg,noise,blur,sharpen
 """
 import argparse
 import glob
@@ -21,10 +26,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from adu_perception.runtime.texture import tiles  # noqa: E402
+from adu_perception.training.camera_artefacts import apply_artefact  # noqa: E402
 from adu_perception.training.clip_loader import ClipSpec, load_clip  # noqa: E402
 from adu_perception.training.data import MultiDomainDataset, load_images, read_rgb, resize_center_crop  # noqa: E402
 from adu_perception.training.stylize import FAMILIES, render_batch  # noqa: E402
 from adu_perception.training.trainer import to_model_input  # noqa: E402
+from texture_scale import degrade  # noqa: E402  (the sibling probe's camera artefacts)
 
 TILE = 96  # the proxy CLIP's input size
 
@@ -61,6 +68,8 @@ def main():
     parser.add_argument("--shared", default=str(Path(__file__).resolve().parents[3] / "shared"))
     parser.add_argument("--zoom", type=int, default=2, help="images at ZOOM x 96 px, ZOOM x ZOOM tiles")
     parser.add_argument("--seed", type=int, default=0, help="draw of photos and render seeds")
+    parser.add_argument("--artefacts", default="", help="camera artefacts added to the fit's images, "
+                        "comma-separated (jpeg, noise, blur, sharpen; default: none)")
     args = parser.parse_args()
     shared = Path(args.shared)
     if not (shared / "data" / "pacs").is_dir():
@@ -82,20 +91,31 @@ def main():
     def features(images):
         return stem_statistics(clip, tiles(images, TILE))
 
+    artefacts = [a for a in args.artefacts.split(",") if a]
+
+    def with_artefacts(images, seed):  # the fit's images, and a copy of each per artefact
+        rng_artefact = np.random.default_rng(seed)
+        return np.concatenate([images] + [np.stack([apply_artefact(i, a, rng_artefact) for i in images])
+                                          for a in artefacts])
+
     photos = pick("photo", 10_000)
     train_photos, calibration, test = load(photos[:240]), load(photos[240:440]), load(photos[440:640])
-    pacs = {d: features(load(pick(d, 240))) for d in ("art_painting", "cartoon", "sketch")}
+    pacs = {d: load(pick(d, 240)) for d in ("art_painting", "cartoon", "sketch")}
     crops = sorted(glob.glob(str(shared / "data" / "driving_crops" / "*" / "*.png")))
     crops = [crops[i] for i in rng.permutation(len(crops))[:200]]
     driving = features(np.stack([resize_center_crop(read_rgb(p), size) for p in crops]))
-    f_train, f_calibration = features(train_photos), features(calibration)
-    f_rendered = {f: features(render_batch(train_photos, f, 3 + 10 * args.seed)) for f in FAMILIES}
+    f_calibration = features(calibration)
+    rendered = {f: render_batch(train_photos, f, 3 + 10 * args.seed) for f in FAMILIES}
     f_held = {f: features(render_batch(test, f, 7 + 10 * args.seed)) for f in FAMILIES}
 
     # drawn after the rest so that the family rows do not depend on it
     pacs_held = {d: features(load(pick(d, 200))) for d in pacs}
+    sharpened = features(np.stack([degrade(i, "sharpen", None) for i in test]))
+    f_train = features(with_artefacts(train_photos, 1))
+    pacs = {d: features(with_artefacts(images, 2)) for d, images in pacs.items()}
+    f_rendered = {f: features(with_artefacts(images, 3)) for f, images in rendered.items()}
 
-    suppressed, driving_flagged = {}, []
+    suppressed, driving_flagged, sharpened_flagged = {}, [], []
     for held in list(FAMILIES) + list(pacs):
         fakes = np.concatenate([f for name, f in {**f_rendered, **pacs}.items() if name != held])
         x = np.concatenate([f_train, fakes])
@@ -109,9 +129,11 @@ def main():
         suppressed[held] = 100 * (score(f_held[held] if held in f_held else pacs_held[held]) > threshold).mean()
         if held in f_held:
             driving_flagged.append(100 * (score(driving) > threshold).mean())
-    print(f"zoom {args.zoom}, seed {args.seed}: family left out suppressed "
+            sharpened_flagged.append(100 * (score(sharpened) > threshold).mean())
+    print(f"zoom {args.zoom}, seed {args.seed}, artefacts {args.artefacts or 'none'}: family left out suppressed "
           f"{np.mean([suppressed[f] for f in FAMILIES]):.1f} % (mean of 8), real driving crops called illustrated "
-          f"{np.mean(driving_flagged):.1f} %; PACS domain left out {np.mean([suppressed[d] for d in pacs]):.1f} % (mean of 3)")
+          f"{np.mean(driving_flagged):.1f} %, sharpened real photos {np.mean(sharpened_flagged):.1f} %; "
+          f"PACS domain left out {np.mean([suppressed[d] for d in pacs]):.1f} % (mean of 3)")
     for name, rate in suppressed.items():
         print(f"  {name}: {rate:.1f} %")
 
