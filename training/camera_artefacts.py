@@ -1,10 +1,11 @@
 """Camera artefacts for fitting the texture head: JPEG compression, sensor noise, blur and
-sharpening, each with parameters drawn from a range, one per image (numpy + OpenCV, seeded).
+sharpening, each at a strength drawn from a range (numpy + OpenCV, seeded).
 
 A real camera's pipeline leaves its own fine texture on a photo. A texture head fitted on one
 set of photos would call another camera's artefacts "not a photo": measured on the proxy with
 an unsharp mask (sigma 2, amount 1.5) on real PACS test photos, a head fitted without these
-copies suppressed 18.5 % of them (docs/benchmark_styles.md, docs/probes/texture_scale.py).
+copies suppressed 18.5 % of them, one fitted with them 3.6 % (docs/benchmark_styles.md,
+docs/probes/texture_scale.py).
 The head is fitted on the originals plus a copy of every photo and every illustration with
 each artefact, so the artefacts say nothing about the class.
 """

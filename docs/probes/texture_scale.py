@@ -9,7 +9,8 @@ node would on a crop of that size. Per S it prints: correct real photos still re
 those correctly classified at that size), real photos suppressed for their texture, and
 forgotten-domain images suppressed; also a second camera's real crops (64 px) shrunk the same
 way, suppressed. Then the same at native size under common camera artefacts (JPEG, sensor
-noise, motion blur, sharpening), which a texture statistic could mistake for a print. docs/benchmark_styles.md quotes its output.
+noise, motion blur, sharpening, digital zoom), which a texture statistic could mistake for
+a print. docs/benchmark_styles.md quotes its output.
 
     .venv/bin/python docs/probes/texture_scale.py --run RUN --bundle BUNDLE [--sizes 32,48,64,96,128,192,0]
 """
