@@ -9,6 +9,8 @@ docs/probes/texture_scale.py).
 The head is fitted on the originals plus a copy of every photo and every illustration with
 each artefact, so the artefacts say nothing about the class.
 """
+from typing import Sequence
+
 import cv2
 import numpy as np
 
@@ -20,7 +22,7 @@ def apply_artefact(image: np.ndarray, artefact: str, rng: np.random.Generator) -
     jpeg quality 30-90, Gaussian noise sigma 2-10 (of 255), Gaussian blur sigma 0.5-1.5 px,
     unsharp mask sigma 1-3 px with amount 0.5-2."""
     if artefact == "jpeg":
-        ok, data = cv2.imencode(".jpg", np.ascontiguousarray(image[..., ::-1]),
+        _, data = cv2.imencode(".jpg", np.ascontiguousarray(image[..., ::-1]),
                                 [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(30, 91))])
         return np.ascontiguousarray(cv2.imdecode(data, cv2.IMREAD_COLOR)[..., ::-1])
     if artefact == "noise":
@@ -35,9 +37,9 @@ def apply_artefact(image: np.ndarray, artefact: str, rng: np.random.Generator) -
     raise ValueError(f"unknown camera artefact {artefact!r} (known: {', '.join(ARTEFACTS)})")
 
 
-def camera_copies(images: np.ndarray, seed: int) -> np.ndarray:
-    """Every image (uint8 [N, H, W, 3]) once with each of ARTEFACTS at a random strength:
-    [len(ARTEFACTS) * N, H, W, 3], artefact by artefact (deterministic for a seed)."""
+def camera_copies(images: np.ndarray, seed: int, artefacts: Sequence[str] = ARTEFACTS) -> np.ndarray:
+    """Every image (uint8 [N, H, W, 3]) once with each of `artefacts` at a random strength:
+    [len(artefacts) * N, H, W, 3], artefact by artefact (deterministic for a seed)."""
     rng = np.random.default_rng(seed)
-    return np.stack([apply_artefact(image, artefact, rng) for artefact in ARTEFACTS for image in images]) \
-        if len(images) else images.copy()
+    copies = [apply_artefact(image, artefact, rng) for artefact in artefacts for image in images]
+    return np.stack(copies) if copies else images[:0].copy()

@@ -5,9 +5,9 @@ training images plus each memorised photo re-drawn by every family the run was t
 (`--rendered`; none when it used no rendered data), so a family the run never saw is never
 in the fit either. Both read at zoom x the model's input size, and by default each image is
 also added once with each camera artefact (training.camera_artefacts: JPEG, noise, blur,
-sharpening, at random strengths), so that a camera's own fine texture is not taken for an illustration's.
-Every tile is one row of a class-balanced, L2-regularised logistic regression on the
-standardised stem statistics.
+sharpening, at random strengths), so that a camera's own fine texture is not taken for an
+illustration's. Every tile is one row of a class-balanced, L2-regularised logistic
+regression on the standardised stem statistics.
 """
 import logging
 from typing import Optional, Sequence

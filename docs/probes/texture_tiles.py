@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from adu_perception.runtime.texture import tiles  # noqa: E402
-from adu_perception.training.camera_artefacts import apply_artefact  # noqa: E402
+from adu_perception.training.camera_artefacts import camera_copies  # noqa: E402
 from adu_perception.training.clip_loader import ClipSpec, load_clip  # noqa: E402
 from adu_perception.training.data import MultiDomainDataset, load_images, read_rgb, resize_center_crop  # noqa: E402
 from adu_perception.training.stylize import FAMILIES, render_batch  # noqa: E402
@@ -94,9 +94,7 @@ def main():
     artefacts = [a for a in args.artefacts.split(",") if a]
 
     def with_artefacts(images, seed):  # the fit's images, and a copy of each per artefact
-        rng_artefact = np.random.default_rng(seed)
-        return np.concatenate([images] + [np.stack([apply_artefact(i, a, rng_artefact) for i in images])
-                                          for a in artefacts])
+        return np.concatenate([images, camera_copies(images, seed, artefacts)])
 
     photos = pick("photo", 10_000)
     train_photos, calibration, test = load(photos[:240]), load(photos[240:440]), load(photos[440:640])
