@@ -10,17 +10,27 @@ camera) it calls illustrated, and each PACS domain left out in turn (trained on 
 families and the other two domains). Also the share of the fresh PACS photos, sharpened as a
 camera pipeline may (unsharp mask sigma 2, amount 1.5, as texture_scale.py's `sharpen`), that
 it calls illustrated. With --artefacts, every image of the fit is added once more with each
-of those camera artefacts (training.camera_artefacts). docs/benchmark_styles.md quotes its
-output.
+of those camera artefacts (training.camera_artefacts; `resample`, here only: a small object
+enlarged, down 1.5-3.5x and back up). docs/benchmark_styles.md quotes its output.
+
+--score gaussian drops the illustrations from the fit: a one-class score, the Mahalanobis
+distance of a tile's statistics from the photos' tiles (one Gaussian, shrunk covariance;
+`gaussian-per-condition`: one Gaussian per camera condition, the original photos and each
+artefact's copies, and the distance to the nearest). --calibration-artefacts sets the 5 %
+threshold on the calibration photos and their artefact copies instead of the photos alone.
+--no-families fits the logistic on the PACS domains only, as a bundle of a run without
+--rendered: every family is then unseen.
 
     .venv/bin/python docs/probes/texture_tiles.py --zoom 2 --seed 0   # about 4 min on 2 cores
     .venv/bin/python docs/probes/texture_tiles.py --zoom 2 --seed 0 --artefacts jpeg,noise,blur,sharpen
+    .venv/bin/python docs/probes/texture_tiles.py --seed 0 --artefacts jpeg,noise,blur,sharpen --score gaussian
 """
 import argparse
 import glob
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -63,13 +73,38 @@ def fit_logistic(x, y, l2=1e-2):
     return lambda q: (torch.tensor(q, dtype=torch.float32) @ w + b).detach().numpy()
 
 
+def fit_gaussian(x, shrinkage=0.1):
+    """Squared Mahalanobis distance to the rows of x (covariance shrunk towards its mean variance)."""
+    covariance = np.cov(x, rowvar=False)
+    covariance = (1 - shrinkage) * covariance + shrinkage * np.trace(covariance) / len(covariance) * np.eye(len(covariance))
+    centre, precision = x.mean(0), np.linalg.inv(covariance)
+    return lambda q: np.einsum("ij,jk,ik->i", q - centre, precision, q - centre)
+
+
+def resample(images, seed):
+    """A small object enlarged: each image shrunk 1.5-3.5x (area), then enlarged back (bilinear or bicubic)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for image in images:
+        factor, (height, width) = rng.uniform(1.5, 3.5), image.shape[:2]
+        small = cv2.resize(image, (int(width / factor), int(height / factor)), interpolation=cv2.INTER_AREA)
+        out.append(cv2.resize(small, (width, height), interpolation=(cv2.INTER_LINEAR, cv2.INTER_CUBIC)[rng.integers(2)]))
+    return np.stack(out)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shared", default=str(Path(__file__).resolve().parents[3] / "shared"))
     parser.add_argument("--zoom", type=int, default=2, help="images at ZOOM x 96 px, ZOOM x ZOOM tiles")
     parser.add_argument("--seed", type=int, default=0, help="draw of photos and render seeds")
     parser.add_argument("--artefacts", default="", help="camera artefacts added to the fit's images, "
-                        "comma-separated (jpeg, noise, blur, sharpen; default: none)")
+                        "comma-separated (jpeg, noise, blur, sharpen, resample; default: none)")
+    parser.add_argument("--score", default="logistic", choices=("logistic", "gaussian", "gaussian-per-condition"),
+                        help="logistic: photos against illustrations; gaussian: one-class, photos only")
+    parser.add_argument("--no-families", action="store_true",
+                        help="fit on no rendered family (as a run without --rendered): every family is unseen")
+    parser.add_argument("--calibration-artefacts", action="store_true",
+                        help="the threshold also counts the calibration photos' artefact copies")
     args = parser.parse_args()
     shared = Path(args.shared)
     if not (shared / "data" / "pacs").is_dir():
@@ -93,8 +128,9 @@ def main():
 
     artefacts = [a for a in args.artefacts.split(",") if a]
 
-    def with_artefacts(images, seed):  # the fit's images, and a copy of each per artefact
-        return np.concatenate([images, camera_copies(images, seed, artefacts)])
+    def with_artefacts(images, seed):  # the fit's images, then a copy of each per artefact, artefact by artefact
+        copies = [camera_copies(images, seed, [a for a in artefacts if a != "resample"])]
+        return np.concatenate([images, *copies] + ([resample(images, seed + 555)] if "resample" in artefacts else []))
 
     photos = pick("photo", 10_000)
     train_photos, calibration, test = load(photos[:240]), load(photos[240:440]), load(photos[440:640])
@@ -103,6 +139,7 @@ def main():
     crops = [crops[i] for i in rng.permutation(len(crops))[:200]]
     driving = features(np.stack([resize_center_crop(read_rgb(p), size) for p in crops]))
     f_calibration = features(calibration)
+    f_threshold = features(with_artefacts(calibration, 11)) if args.calibration_artefacts else f_calibration
     rendered = {f: render_batch(train_photos, f, 3 + 10 * args.seed) for f in FAMILIES}
     f_held = {f: features(render_batch(test, f, 7 + 10 * args.seed)) for f in FAMILIES}
 
@@ -115,20 +152,29 @@ def main():
 
     suppressed, driving_flagged, sharpened_flagged = {}, [], []
     for held in list(FAMILIES) + list(pacs):
-        fakes = np.concatenate([f for name, f in {**f_rendered, **pacs}.items() if name != held])
+        fakes = np.concatenate([f for name, f in {**({} if args.no_families else f_rendered), **pacs}.items()
+                                if name != held])
         x = np.concatenate([f_train, fakes])
         mu, sd = x.mean(0), x.std(0) + 1e-6
-        logit = fit_logistic((x - mu) / sd, np.r_[np.zeros(len(f_train)), np.ones(len(fakes))])
+        if args.score == "logistic":
+            logit = fit_logistic((x - mu) / sd, np.r_[np.zeros(len(f_train)), np.ones(len(fakes))])
+        elif args.score == "gaussian":  # the photos alone (standardised, as above, over the whole fit)
+            logit = fit_gaussian((f_train - mu) / sd)
+        else:  # the nearest of one Gaussian per camera condition (rows: originals, then each artefact)
+            conditions = [fit_gaussian(block, 0.2) for block in np.split((f_train - mu) / sd, 1 + len(artefacts))]
+            logit = lambda q, conditions=conditions: np.min([d(q) for d in conditions], axis=0)
 
         def score(f):  # an image's score: its tiles' mean logit
             return logit((f - mu) / sd).reshape(-1, args.zoom ** 2).mean(1)
 
-        threshold = np.quantile(score(f_calibration), 0.95)
+        threshold = np.quantile(score(f_threshold), 0.95)
         suppressed[held] = 100 * (score(f_held[held] if held in f_held else pacs_held[held]) > threshold).mean()
         if held in f_held:
             driving_flagged.append(100 * (score(driving) > threshold).mean())
             sharpened_flagged.append(100 * (score(sharpened) > threshold).mean())
-    print(f"zoom {args.zoom}, seed {args.seed}, artefacts {args.artefacts or 'none'}: family left out suppressed "
+    print(f"zoom {args.zoom}, seed {args.seed}, score {args.score}, artefacts {args.artefacts or 'none'}"
+          f"{' (threshold counts them)' if args.calibration_artefacts else ''}"
+          f"{', no family in the fit' if args.no_families else ''}: family left out suppressed "
           f"{np.mean([suppressed[f] for f in FAMILIES]):.1f} % (mean of 8), real driving crops called illustrated "
           f"{np.mean(driving_flagged):.1f} %, sharpened real photos {np.mean(sharpened_flagged):.1f} %; "
           f"PACS domain left out {np.mean([suppressed[d] for d in pacs]):.1f} % (mean of 3)")
