@@ -129,8 +129,10 @@ def main():
     artefacts = [a for a in args.artefacts.split(",") if a]
 
     def with_artefacts(images, seed):  # the fit's images, then a copy of each per artefact, artefact by artefact
-        copies = [camera_copies(images, seed, [a for a in artefacts if a != "resample"])]
-        return np.concatenate([images, *copies] + ([resample(images, seed + 555)] if "resample" in artefacts else []))
+        parts = [images, camera_copies(images, seed, [a for a in artefacts if a != "resample"])]
+        if "resample" in artefacts:
+            parts.append(resample(images, seed + 555))
+        return np.concatenate(parts)
 
     photos = pick("photo", 10_000)
     train_photos, calibration, test = load(photos[:240]), load(photos[240:440]), load(photos[440:640])
