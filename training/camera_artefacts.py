@@ -23,7 +23,7 @@ def apply_artefact(image: np.ndarray, artefact: str, rng: np.random.Generator) -
     unsharp mask sigma 1-3 px with amount 0.5-2."""
     if artefact == "jpeg":
         _, data = cv2.imencode(".jpg", np.ascontiguousarray(image[..., ::-1]),
-                                [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(30, 91))])
+                               [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(30, 91))])
         return np.ascontiguousarray(cv2.imdecode(data, cv2.IMREAD_COLOR)[..., ::-1])
     if artefact == "noise":
         noisy = image + rng.normal(0.0, rng.uniform(2, 10), image.shape)
