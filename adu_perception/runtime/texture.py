@@ -7,8 +7,9 @@ deviation of the frozen image model's first layer (the patch-embedding convoluti
 logistic head fitted on the run's memorised training photos against its illustrations
 (forgotten domains and rendered families) turns them into a logit; an item's score is the
 sigmoid of its tiles' mean logit. On the proxy, at 5 % false suppression of correct real
-photos, it catches 41 % of a rendered family left out of the run, against 21 % for ADU's
-domain head (`adu benchmark styles --texture-zoom 2`, seeds 1-3).
+photos, it catches 36 % of a rendered family left out of the run, against 21 % for ADU's
+domain head (`adu benchmark styles --texture-zoom 2`, seeds 1-3; 41 % for a head fitted
+without the camera-artefact copies).
 
 numpy only (no torch): a patchify convolution (stride = kernel) is one matrix product. The
 head is not in the ONNX graph because it reads a different resolution of the crop.

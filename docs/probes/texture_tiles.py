@@ -21,9 +21,17 @@ threshold on the calibration photos and their artefact copies instead of the pho
 --no-families fits the logistic on the PACS domains only, as a bundle of a run without
 --rendered: every family is then unseen.
 
+Richer statistics and upper bounds (docs/benchmark_styles.md, "Richer texture statistics"):
+--features gram adds the covariances of the stem's outputs in the training photos' top
+principal directions, energy adds quantiles of the patches' log output energy, embedding
+replaces all with each tile's final image embedding; --score logistic-max fits one head per
+illustration group and counts the highest; --seen keeps the scored family in the fit,
+pooled with the others or alone.
+
     .venv/bin/python docs/probes/texture_tiles.py --zoom 2 --seed 0   # about 4 min on 2 cores
     .venv/bin/python docs/probes/texture_tiles.py --zoom 2 --seed 0 --artefacts jpeg,noise,blur,sharpen
     .venv/bin/python docs/probes/texture_tiles.py --seed 0 --artefacts jpeg,noise,blur,sharpen --score gaussian
+    .venv/bin/python docs/probes/texture_tiles.py --seed 0 --features moments --seen alone
 """
 import argparse
 import glob
@@ -46,12 +54,28 @@ from texture_scale import degrade  # noqa: E402  (the sibling probe's camera art
 TILE = 96  # the proxy CLIP's input size
 
 
-def stem_statistics(clip, images):
-    """Per-channel mean and std of the patch-embedding convolution, one row per image."""
+def stem_outputs(clip, images):
+    """The patch-embedding convolution's outputs, [N, C, patches]."""
     x = to_model_input(torch.from_numpy(np.ascontiguousarray(images)), clip.mean, clip.std)
     with torch.no_grad():
-        out = torch.cat([clip.model.visual.conv1(x[s:s + 256]).flatten(2) for s in range(0, len(x), 256)])
-    return torch.cat([out.mean(2), out.std(2)], 1).numpy()
+        return torch.cat([clip.model.visual.conv1(x[s:s + 256]).flatten(2) for s in range(0, len(x), 256)])
+
+
+def stem_statistics(out, kinds, basis):
+    """One row per image: per-channel mean and std (the head's statistics), and with `gram` the
+    covariance of the patches' outputs in `basis` (cross-channel correlations: Gatys' style
+    representation), with `energy` quantiles of the patches' log output energy (flat regions)."""
+    rows = [out.mean(2), out.std(2)]
+    centred = out - out.mean(2, keepdim=True)
+    if "gram" in kinds:
+        z = torch.einsum("kc,ncp->nkp", basis, centred)
+        cov = torch.einsum("nkp,njp->nkj", z, z) / z.shape[2]
+        upper = torch.triu_indices(len(basis), len(basis), 1)
+        rows.append(cov[:, upper[0], upper[1]])
+    if "energy" in kinds:
+        energy = torch.log(centred.pow(2).sum(1) + 1e-6)
+        rows.append(torch.quantile(energy, torch.tensor([0.05, 0.1, 0.25, 0.5, 0.75, 0.9]), dim=1).T)
+    return torch.cat(rows, 1).numpy()
 
 
 def fit_logistic(x, y, l2=1e-2):
@@ -99,10 +123,18 @@ def main():
     parser.add_argument("--seed", type=int, default=0, help="draw of photos and render seeds")
     parser.add_argument("--artefacts", default="", help="camera artefacts added to the fit's images, "
                         "comma-separated (jpeg, noise, blur, sharpen, resample; default: none)")
-    parser.add_argument("--score", default="logistic", choices=("logistic", "gaussian", "gaussian-per-condition"),
-                        help="logistic: photos against illustrations; gaussian: one-class, photos only")
+    parser.add_argument("--score", default="logistic", choices=("logistic", "logistic-max", "gaussian", "gaussian-per-condition"),
+                        help="logistic: photos against illustrations; logistic-max: one such head per illustration "
+                        "group, the highest counts; gaussian: one-class, photos only")
     parser.add_argument("--no-families", action="store_true",
                         help="fit on no rendered family (as a run without --rendered): every family is unseen")
+    parser.add_argument("--features", default="moments",
+                        help="comma-separated: moments (the head's), gram, energy (each adds to moments); "
+                        "or embedding alone (the final image embedding of each tile)")
+    parser.add_argument("--gram-rank", type=int, default=16, help="photo principal directions the gram uses")
+    parser.add_argument("--seen", choices=("pooled", "alone"),
+                        help="keep each scored family in the fit, with the others (pooled) or as the only "
+                        "illustrations (alone): an upper bound, is it separable from photos at all?")
     parser.add_argument("--calibration-artefacts", action="store_true",
                         help="the threshold also counts the calibration photos' artefact copies")
     args = parser.parse_args()
@@ -123,8 +155,14 @@ def main():
     def load(samples):
         return load_images(data.root, samples, size)[0]
 
+    kinds, basis = set(args.features.split(",")), None
+
     def features(images):
-        return stem_statistics(clip, tiles(images, TILE))
+        if kinds == {"embedding"}:  # the frozen model's final image embedding of each tile
+            x = to_model_input(torch.from_numpy(np.ascontiguousarray(tiles(images, TILE))), clip.mean, clip.std)
+            with torch.no_grad():
+                return torch.cat([clip.model.encode_image(x[s:s + 256]) for s in range(0, len(x), 256)]).numpy()
+        return stem_statistics(stem_outputs(clip, tiles(images, TILE)), kinds, basis)
 
     artefacts = [a for a in args.artefacts.split(",") if a]
 
@@ -136,6 +174,10 @@ def main():
 
     photos = pick("photo", 10_000)
     train_photos, calibration, test = load(photos[:240]), load(photos[240:440]), load(photos[440:640])
+    if "gram" in kinds:  # the gram's basis: the training photos' top principal directions of the stem's outputs
+        out = stem_outputs(clip, tiles(train_photos, TILE))
+        basis = torch.linalg.svd((out - out.mean(2, keepdim=True)).permute(0, 2, 1).reshape(-1, out.shape[1]),
+                                 full_matrices=False).Vh[:args.gram_rank]
     pacs = {d: load(pick(d, 240)) for d in ("art_painting", "cartoon", "sketch")}
     crops = sorted(glob.glob(str(shared / "data" / "driving_crops" / "*" / "*.png")))
     crops = [crops[i] for i in rng.permutation(len(crops))[:200]]
@@ -155,11 +197,21 @@ def main():
     suppressed, driving_flagged, sharpened_flagged = {}, [], []
     for held in list(FAMILIES) + list(pacs):
         fakes = np.concatenate([f for name, f in {**({} if args.no_families else f_rendered), **pacs}.items()
-                                if name != held])
+                                if ((name == held) if args.seen == "alone" else (name != held or args.seen))])
         x = np.concatenate([f_train, fakes])
         mu, sd = x.mean(0), x.std(0) + 1e-6
         if args.score == "logistic":
             logit = fit_logistic((x - mu) / sd, np.r_[np.zeros(len(f_train)), np.ones(len(fakes))])
+        elif args.score == "logistic-max":  # one head per illustration group, each shifted to its own
+            heads = []                      # 95 % point on the calibration photos; the highest counts
+            for name, group in {**({} if args.no_families else f_rendered), **pacs}.items():
+                if name == held:
+                    continue
+                head = fit_logistic((np.concatenate([f_train, group]) - mu) / sd,
+                                    np.r_[np.zeros(len(f_train)), np.ones(len(group))])
+                edge = np.quantile(head((f_calibration - mu) / sd).reshape(-1, args.zoom ** 2).mean(1), 0.95)
+                heads.append((head, edge))
+            logit = lambda q, heads=heads: np.max([h(q) - e for h, e in heads], axis=0)
         elif args.score == "gaussian":  # the photos alone (standardised, as above, over the whole fit)
             logit = fit_gaussian((f_train - mu) / sd)
         else:  # the nearest of one Gaussian per camera condition (rows: originals, then each artefact)
@@ -174,7 +226,7 @@ def main():
         if held in f_held:
             driving_flagged.append(100 * (score(driving) > threshold).mean())
             sharpened_flagged.append(100 * (score(sharpened) > threshold).mean())
-    print(f"zoom {args.zoom}, seed {args.seed}, score {args.score}, artefacts {args.artefacts or 'none'}"
+    print(f"zoom {args.zoom}, seed {args.seed}, features {args.features}, score {args.score}, artefacts {args.artefacts or 'none'}"
           f"{' (threshold counts them)' if args.calibration_artefacts else ''}"
           f"{', no family in the fit' if args.no_families else ''}: family left out suppressed "
           f"{np.mean([suppressed[f] for f in FAMILIES]):.1f} % (mean of 8), real driving crops called illustrated "
