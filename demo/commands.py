@@ -7,7 +7,7 @@ from adu_perception.training.config import RENDERED_MODES  # dataclasses only, n
 from .pipeline import DemoOptions  # stdlib only at import time
 
 # options of the tiny CLIP's pretraining: they mean something only with --pretrain-clip
-PRETRAIN_OPTIONS = ("pretrain_images", "pretrain_epochs", "pretrain_unmasked", "medium_captions")
+PRETRAIN_OPTIONS = ("pretrain_images", "pretrain_epochs", "pretrain_unmasked", "medium_captions", "pretrain_families")
 
 
 def demo_command(args) -> int:
@@ -86,6 +86,11 @@ def register(subparsers) -> None:
                        help="share of the tiny CLIP's pretraining steps whose captions name "
                        "the medium (\"a pencil sketch of a car.\"), as many web captions do; 0: never "
                        f"(default: {defaults.medium_captions})")
+    group.add_argument("--pretrain-families", type=csv_list,
+                       help="comma-separated `adu stylize` families added to the tiny CLIP's pretraining "
+                       "as media of their own (world photos re-drawn, captions naming the medium; "
+                       "pretrain images / 4 per class and family); the unseen-style mean leaves them "
+                       "out (default: none)")
     group.add_argument("--shots", type=int, default=defaults.shots,
                        help="training images per (class, domain) (default: %(default)s)")
     group.add_argument("--calibration-shots", type=int, default=defaults.calibration_shots,

@@ -32,7 +32,13 @@ ZERO_SHOT_TEMPLATE = "a photo of a {}."
 # Captions that name the medium as well, as much of a web-scale caption set does ("a pencil
 # sketch of a car"): a real CLIP learns from them that a billboard poster is not a photo.
 MEDIUM_TEMPLATES = {"photo": "a real photograph of a {}.", "cartoon": "a cartoon drawing of a {}.",
-                    "sketch": "a pencil sketch of a {}.", "billboard": "a billboard poster showing a {}."}
+                    "sketch": "a pencil sketch of a {}.", "billboard": "a billboard poster showing a {}.",
+                    # `adu stylize` families, for `--pretrain-families` (more media in pretraining)
+                    "halftone_print": "a halftone print of a {}.", "flat_vector": "a flat vector graphic of a {}.",
+                    "line_ink": "an ink line drawing of a {}.", "painterly": "a painting of a {}.",
+                    "comic": "a comic book panel of a {}.", "pictogram": "a pictogram of a {}.",
+                    "screen": "a photo of a screen showing a {}.",
+                    "billboard_print": "a printed photo of a {} on a billboard."}
 
 
 def register_config(config_path=CONFIG_PATH) -> str:

@@ -17,7 +17,8 @@ TOY = dict(seed=3, pretrain_images=4, downstream_images=10, pretrain_epochs=1, s
 def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "out"
     lines = []
-    report = run_demo(DemoOptions(out=out, pretrain_clip=True, **TOY), echo=lines.append)
+    report = run_demo(DemoOptions(out=out, pretrain_clip=True, pretrain_families=["line_ink"], **TOY),
+                      echo=lines.append)
     return out, report, "\n".join(lines)
 
 
@@ -45,6 +46,11 @@ def test_demo_with_pretrain_clip_pretrains_its_own_tiny_clip_on_the_seed_world(d
     assert report["tiny_clip"] == "pretrained on this seed's world" and report["forget_weight"] == 1.0
     assert "Tiny CLIP: pretrained on this seed's world." in printed and "Forget weight" not in printed
     assert len(list((out / "world" / "pretrain" / "photo" / "car").iterdir())) == TOY["pretrain_images"]
+    # --pretrain-families: a medium of its own, a quarter of a world domain's images per class
+    media = sorted((out / "world" / "pretrain" / "line_ink" / "car").iterdir())
+    assert len(media) == TOY["pretrain_images"] // 4
+    assert sorted(p.name for p in (out / "world" / "pretrain").iterdir()) == \
+        ["billboard", "cartoon", "line_ink", "photo", "sketch"]
     _, shipped = unpack(out / "shipped")
     assert not _same_weights(out / "clip" / "tiny-clip-64.pt", shipped)
 
@@ -96,8 +102,11 @@ def test_unseen_styles_are_scored_by_the_bundle_in_every_stylize_family(demo_run
     assert not set(FAMILIES) & set(report["forgotten_domains"] + report["memorized_domains"])
     assert unseen["images_per_family"] == 6  # one fresh photo per class
     assert all(0 <= rate <= 1 for rate in unseen["suppressed"].values())
-    assert unseen["mean_suppressed"] == pytest.approx(sum(unseen["suppressed"].values()) / len(FAMILIES),
-                                                      abs=1e-4)
+    # line_ink was shown to the tiny CLIP in pretraining (--pretrain-families): not in the unseen mean
+    assert unseen["pretrained_on"] == ["line_ink"]
+    never_seen = [rate for family, rate in unseen["suppressed"].items() if family != "line_ink"]
+    assert unseen["mean_suppressed"] == pytest.approx(sum(never_seen) / (len(FAMILIES) - 1), abs=1e-4)
+    assert "line_ink " in printed and "(in pretraining)" in printed and "over the 7 never seen" in printed
     assert 0 <= unseen["real_correct"] <= 6 and 0 <= unseen["real_correct_reported"] <= 1
     assert "Unseen illustration styles (6 fresh photos" in printed
 
@@ -190,8 +199,13 @@ def test_pretraining_options_without_pretrain_clip_are_refused_before_any_work(t
         args = parser.parse_args(["demo", "--out", str(out), *argv])
         with pytest.raises(CommandError, match=message):
             commands.demo_command(args)
+    args = parser.parse_args(["demo", "--out", str(out), "--pretrain-families", "painterly"])
+    with pytest.raises(CommandError, match=r"\(--pretrain-families\) apply only with --pretrain-clip"):
+        commands.demo_command(args)
     with pytest.raises(ValueError, match="cannot be combined with --clip"):
         run_demo(DemoOptions(out=out, pretrain_clip=True, clip="ViT-B-16"), echo=lambda _: None)
+    with pytest.raises(ValueError, match="unknown --pretrain-families oil_on_canvas; known: halftone_print"):
+        run_demo(DemoOptions(out=out, pretrain_clip=True, pretrain_families=["oil_on_canvas"]), echo=lambda _: None)
     assert not out.exists()
 
 
@@ -216,3 +230,21 @@ def test_a_real_dataset_needs_a_clip_and_domains_to_forget(tmp_path):
     with pytest.raises(ValueError, match="--forget"):
         run_demo(DemoOptions(out=tmp_path / "b", data=str(tmp_path), clip="ViT-B-16"),
                  echo=lambda _: None)
+
+
+def test_pretraining_media_are_world_photos_redrawn_deterministically(tmp_path):
+    import cv2
+    import numpy as np
+
+    from adu_perception.demo import world
+    from adu_perception.demo.unseen_styles import write_pretraining_media
+
+    for name in ("a", "b"):
+        write_pretraining_media(tmp_path / name, ["painterly", "pictogram"], per_class=2, seed=5, size=48)
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.png"))
+    assert len(files) == 2 * len(world.CLASSES) * 2
+    for path in files:
+        first, second = (cv2.imread(str(tmp_path / n / path)) for n in ("a", "b"))
+        assert first.shape == (48, 48, 3) and np.array_equal(first, second)
+    painterly, pictogram = (cv2.imread(str(tmp_path / "a" / f / "car" / "0000.png")) for f in ("painterly", "pictogram"))
+    assert not np.array_equal(painterly, pictogram)  # each family draws the same photo its own way
