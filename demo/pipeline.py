@@ -106,11 +106,12 @@ def run_demo(options: DemoOptions, echo=print) -> Dict:
     if not generated and not options.forget:
         raise ValueError("with --data, name the domains to forget (--forget)")
     if options.pretrain_families:
-        from adu_perception.training.stylize import FAMILIES
+        from adu_perception.training.rendered import resolve_families
 
-        unknown = sorted(set(options.pretrain_families) - set(FAMILIES))
-        if unknown:
-            raise ValueError(f"unknown --pretrain-families {', '.join(unknown)}; known: {', '.join(FAMILIES)}")
+        try:
+            resolve_families(options.pretrain_families)
+        except ValueError as error:
+            raise ValueError(f"--pretrain-families: {error}") from None
     if not generated and not Path(options.data).is_dir():
         raise FileNotFoundError(f"dataset folder not found: {options.data}")
     prepare_out_dir(out, options.force)

@@ -15,6 +15,15 @@ MEDIA_STREAM = 2000  # and the photos re-drawn as extra pretraining media (write
 DRAW_SIZE = 128      # photos are drawn, then re-drawn, at this size; the bundle resizes them
 
 
+def world_photos(stream_seed: int, cls: str, count: int) -> np.ndarray:
+    """uint8 [count, DRAW_SIZE, DRAW_SIZE, 3]: the first `count` world photos of `cls` in a stream."""
+    from . import world
+
+    return np.stack([world.render_object(cls, world.MEMORIZED_DOMAIN,
+                                         world.image_rng(stream_seed, world.MEMORIZED_DOMAIN, cls, i), DRAW_SIZE)
+                     for i in range(count)])
+
+
 def score_unseen_styles(bundle, seed: int, per_class: int = 20, pretrained_on: Sequence[str] = ()) -> Dict:
     """% of each family's re-drawn photos suppressed, and % of the correctly classified
     original photos still reported (what the suppression costs). `pretrained_on`: families
@@ -25,13 +34,8 @@ def score_unseen_styles(bundle, seed: int, per_class: int = 20, pretrained_on: S
     from . import world
 
     predictor = Predictor(bundle, backend="onnxruntime-cpu")
-    photos, classes = [], []
-    for cls in world.CLASSES:
-        for i in range(per_class):
-            rng = world.image_rng(seed + FRESH_STREAM, world.MEMORIZED_DOMAIN, cls, i)
-            photos.append(world.render_object(cls, world.MEMORIZED_DOMAIN, rng, DRAW_SIZE))
-            classes.append(cls)
-    photos = np.stack(photos)
+    photos = np.concatenate([world_photos(seed + FRESH_STREAM, cls, per_class) for cls in world.CLASSES])
+    classes = [cls for cls in world.CLASSES for _ in range(per_class)]
     real = predictor.classify_crops(list(photos))
     correct = [d.top_k[0]["label"] == cls for d, cls in zip(real, classes)]
     reported = [not d.suppressed for d, ok in zip(real, correct) if ok]
@@ -59,9 +63,7 @@ def write_pretraining_media(root, families, per_class: int, seed: int, size: int
 
     for family in families:
         for cls in world.CLASSES:
-            photos = np.stack([world.render_object(cls, world.MEMORIZED_DOMAIN,
-                                                   world.image_rng(seed + MEDIA_STREAM, world.MEMORIZED_DOMAIN, cls, i),
-                                                   DRAW_SIZE) for i in range(per_class)])
+            photos = world_photos(seed + MEDIA_STREAM, cls, per_class)
             folder = Path(root) / family / cls
             folder.mkdir(parents=True, exist_ok=True)
             for i, image in enumerate(render_batch(photos, family, seed + MEDIA_STREAM + world.CLASSES.index(cls))):

@@ -204,7 +204,7 @@ def test_pretraining_options_without_pretrain_clip_are_refused_before_any_work(t
         commands.demo_command(args)
     with pytest.raises(ValueError, match="cannot be combined with --clip"):
         run_demo(DemoOptions(out=out, pretrain_clip=True, clip="ViT-B-16"), echo=lambda _: None)
-    with pytest.raises(ValueError, match="unknown --pretrain-families oil_on_canvas; known: halftone_print"):
+    with pytest.raises(ValueError, match=r"--pretrain-families: unknown illustration family\(ies\) oil_on_canvas; choose from halftone_print"):
         run_demo(DemoOptions(out=out, pretrain_clip=True, pretrain_families=["oil_on_canvas"]), echo=lambda _: None)
     assert not out.exists()
 

@@ -194,18 +194,22 @@ def main():
     pacs = {d: features(with_artefacts(images, 2)) for d, images in pacs.items()}
     f_rendered = {f: features(with_artefacts(images, 3)) for f, images in rendered.items()}
 
+    groups = {**({} if args.no_families else f_rendered), **pacs}  # the illustrations a fit may use
+
+    def in_fit(name, held):  # leave the scored unit out, unless --seen keeps it (alone: it only)
+        return name == held if args.seen == "alone" else name != held or args.seen == "pooled"
+
     suppressed, driving_flagged, sharpened_flagged = {}, [], []
     for held in list(FAMILIES) + list(pacs):
-        fakes = np.concatenate([f for name, f in {**({} if args.no_families else f_rendered), **pacs}.items()
-                                if ((name == held) if args.seen == "alone" else (name != held or args.seen))])
+        fakes = np.concatenate([f for name, f in groups.items() if in_fit(name, held)])
         x = np.concatenate([f_train, fakes])
         mu, sd = x.mean(0), x.std(0) + 1e-6
         if args.score == "logistic":
             logit = fit_logistic((x - mu) / sd, np.r_[np.zeros(len(f_train)), np.ones(len(fakes))])
         elif args.score == "logistic-max":  # one head per illustration group, each shifted to its own
             heads = []                      # 95 % point on the calibration photos; the highest counts
-            for name, group in {**({} if args.no_families else f_rendered), **pacs}.items():
-                if name == held:
+            for name, group in groups.items():
+                if not in_fit(name, held):
                     continue
                 head = fit_logistic((np.concatenate([f_train, group]) - mu) / sd,
                                     np.r_[np.zeros(len(f_train)), np.ones(len(group))])
