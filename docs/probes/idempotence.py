@@ -18,6 +18,8 @@ renderer is built from. Each is thresholded at 5 % false suppression of 200 othe
 reported on 200 fresh photos, the same re-drawn in each `adu stylize` family, the three PACS
 illustration domains, a second camera's real crops (../shared/data/driving_crops), and the
 fresh photos sharpened (texture_scale.py's `sharpen`) or enlarged from 1.5-3.5x smaller.
+--detail adds each image's own detail (log Laplacian variance, log mean gradient) to the
+vector `all` reads.
 
 With --run R --bundle B the embeddings are the bundle's graph's (ADU's prompted model), the
 photos come from the run's test files only, and a second table adds the bundle's own rule
@@ -85,15 +87,24 @@ def bundle_embedding(predictor):
     return embed
 
 
-def movements(embed, images):
-    """[N, 2 x ops]: per simplification, embedding movement (1 - cos) then pixel movement."""
+def detail(image):
+    """How much fine detail an image holds: log variance of its Laplacian, log mean gradient."""
+    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    gradient = np.hypot(cv2.Sobel(gray, cv2.CV_32F, 1, 0), cv2.Sobel(gray, cv2.CV_32F, 0, 1))
+    return np.log(cv2.Laplacian(gray, cv2.CV_32F).var() + 1.0), np.log(gradient.mean() + 1.0)
+
+
+def movements(embed, images, with_detail=False):
+    """[N, 2 x ops (+ 2)]: per simplification, embedding movement (1 - cos) then pixel movement;
+    with_detail, the image's own detail last, so that the photos' Gaussian can tie how far a
+    photo moves to how sharp it was."""
     z = embed(images)
-    columns = []
+    columns = [] if not with_detail else list(np.array([detail(i) for i in images]).T)
     for simplify in SIMPLIFICATIONS.values():
         simplified = np.stack([simplify(np.ascontiguousarray(i)) for i in images])
         columns.append(1.0 - (embed(simplified) * z).sum(1))
         columns.append(np.abs(simplified.astype(np.float32) - images.astype(np.float32)).mean((1, 2, 3)) / 255)
-    return np.stack(columns, 1)
+    return np.stack(columns[2:] + columns[:2] if with_detail else columns, 1)
 
 
 def main():
@@ -108,6 +119,8 @@ def main():
                         "its training or calibration ones) and whose bundle's rule is scored beside the score")
     parser.add_argument("--bundle", help="the run's bundle (`adu export`): its graph's embeddings replace the "
                         "frozen proxy's")
+    parser.add_argument("--detail", action="store_true", help="add the image's own detail (Laplacian variance, "
+                        "mean gradient) to the vector `all` reads")
     args = parser.parse_args()
     shared = Path(args.shared)
     if not (shared / "data" / "pacs").is_dir():
@@ -125,6 +138,9 @@ def main():
     else:
         embed = frozen_embedding(load_clip(ClipSpec.from_args(None, str(model / "proxy-vit-tiny-96.pt"),
                                                               str(model / "proxy-vit-tiny-96.json"))))
+
+    def measure(images):
+        return movements(embed, images, args.detail)
 
     def pick(domain, n):
         d = data.domains.index(domain)
@@ -148,9 +164,10 @@ def main():
 
     artefacts = [a for a in args.reference_artefacts.split(",") if a]
     conditions = [fit] + [camera_copies(fit, 11, [a]) if a != "resample" else resample(fit, 11) for a in artefacts]
-    condition_movements = [movements(embed, images) for images in conditions]
+    condition_movements = [measure(images) for images in conditions]
     mu, sd = condition_movements[0].mean(0), condition_movements[0].std(0)  # one scale for the shrinkage
     names = [f"{op}:{space}" for op in SIMPLIFICATIONS for space in ("embedding", "pixels")]
+    names += ["detail:laplacian", "detail:gradient"] if args.detail else []
 
     def distance(columns):  # to the nearest camera condition's Gaussian, on the simplifications in `columns`
         gaussians = [fit_gaussian(((m - mu) / sd)[:, columns]) for m in condition_movements]
@@ -158,17 +175,17 @@ def main():
 
     every = list(range(len(names)))
     scorers = {**{n: (lambda i: lambda m: -m[:, i])(i) for i, n in enumerate(names)},
-               "all:emb": distance([i for i in every if names[i].endswith("embedding")]),
-               "all:px": distance([i for i in every if names[i].endswith("pixels")]),
+               "all:emb": distance([i for i in every if not names[i].endswith("pixels")]),
+               "all:px": distance([i for i in every if not names[i].endswith("embedding")]),
                "all": distance(every)}
     # `disjoint`: for a family, only the simplifications its own renderer does not use
     own = {f: [i for i, n in enumerate(names) if n.split(":")[0] in RENDERER_USES.get(f, ())] for f in FAMILIES}
     disjoint = {f: distance([i for i in every if i not in own[f]]) for f in FAMILIES}
 
-    reference = movements(embed, calibration)  # thresholds on photos the fit never saw
+    reference = measure(calibration)  # thresholds on photos the fit never saw
     thresholds = {n: np.quantile(score(reference), 1 - args.false_suppression) for n, score in scorers.items()}
     disjoint_thresholds = {f: np.quantile(score(reference), 1 - args.false_suppression) for f, score in disjoint.items()}
-    rows = {unit: movements(embed, images) for unit, images in units.items()}
+    rows = {unit: measure(images) for unit, images in units.items()}
     print(f"seed {args.seed}: % flagged at {100 * args.false_suppression:.0f} % false suppression of "
           f"{len(calibration)} calibration photos (Gaussians fitted on {len(fit)} others"
           f"{', with ' + ', '.join(artefacts) if artefacts else ''})")
