@@ -41,12 +41,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from adu_perception.training.camera_artefacts import camera_copies  # noqa: E402
-from adu_perception.training.clip_loader import ClipSpec, load_clip  # noqa: E402
-from adu_perception.training.data import MultiDomainDataset, load_images, read_rgb, resize_center_crop  # noqa: E402
+from adu_perception.training.data import load_images, read_rgb, resize_center_crop  # noqa: E402
 from adu_perception.training.stylize import FAMILIES, render_batch  # noqa: E402
 from adu_perception.training.trainer import to_model_input  # noqa: E402
 from texture_scale import degrade  # noqa: E402  (the sibling probe's camera artefacts)
-from texture_tiles import fit_gaussian, resample  # noqa: E402
+from texture_tiles import fit_gaussian, frozen_proxy, proxy_pacs, resample  # noqa: E402
 
 SIZE = 96  # the proxy CLIP's input size
 
@@ -122,12 +121,7 @@ def main():
     parser.add_argument("--detail", action="store_true", help="add the image's own detail (Laplacian variance, "
                         "mean gradient) to the vector `all` reads")
     args = parser.parse_args()
-    shared = Path(args.shared)
-    if not (shared / "data" / "pacs").is_dir():
-        sys.exit(f"idempotence: {shared}/data/pacs not found (pass --shared)")
-    torch.set_num_threads(2)
-    model = shared / "models" / "proxy-clip"
-    data = MultiDomainDataset.scan(str(shared / "data" / "pacs"), str(model / "splits.txt"))
+    shared, data = proxy_pacs(args.shared, "idempotence")
     rng = np.random.default_rng(args.seed)
     allowed, predictor = None, None
     if args.bundle:
@@ -136,8 +130,7 @@ def main():
         allowed = set(torch.load(Path(args.run) / "checkpoint.pt", map_location="cpu", weights_only=False)["test_files"])
         embed = bundle_embedding(predictor)
     else:
-        embed = frozen_embedding(load_clip(ClipSpec.from_args(None, str(model / "proxy-vit-tiny-96.pt"),
-                                                              str(model / "proxy-vit-tiny-96.json"))))
+        embed = frozen_embedding(frozen_proxy(shared))
 
     def measure(images):
         return movements(embed, images, args.detail)

@@ -105,6 +105,21 @@ def fit_gaussian(x, shrinkage=0.1):
     return lambda q: np.einsum("ij,jk,ik->i", q - centre, precision, q - centre)
 
 
+def proxy_pacs(shared, probe):
+    """The shared folder and its PACS downstream half (the proxy's splits), or exit naming what is missing."""
+    shared = Path(shared)
+    if not (shared / "data" / "pacs").is_dir():
+        sys.exit(f"{probe}: {shared}/data/pacs not found (pass --shared)")
+    torch.set_num_threads(2)
+    return shared, MultiDomainDataset.scan(str(shared / "data" / "pacs"),
+                                           str(shared / "models" / "proxy-clip" / "splits.txt"))
+
+
+def frozen_proxy(shared):
+    model = Path(shared) / "models" / "proxy-clip"
+    return load_clip(ClipSpec.from_args(None, str(model / "proxy-vit-tiny-96.pt"), str(model / "proxy-vit-tiny-96.json")))
+
+
 def resample(images, seed):
     """A small object enlarged: each image shrunk 1.5-3.5x (area), then enlarged back (bilinear or bicubic)."""
     rng = np.random.default_rng(seed)
@@ -138,13 +153,8 @@ def main():
     parser.add_argument("--calibration-artefacts", action="store_true",
                         help="the threshold also counts the calibration photos' artefact copies")
     args = parser.parse_args()
-    shared = Path(args.shared)
-    if not (shared / "data" / "pacs").is_dir():
-        sys.exit(f"texture_tiles: {shared}/data/pacs not found (pass --shared)")
-    torch.set_num_threads(2)
-    model = shared / "models" / "proxy-clip"
-    clip = load_clip(ClipSpec.from_args(None, str(model / "proxy-vit-tiny-96.pt"), str(model / "proxy-vit-tiny-96.json")))
-    data = MultiDomainDataset.scan(str(shared / "data" / "pacs"), str(model / "splits.txt"))
+    shared, data = proxy_pacs(args.shared, "texture_tiles")
+    clip = frozen_proxy(shared)
     size, rng = TILE * args.zoom, np.random.default_rng(args.seed)
 
     def pick(domain, n):
