@@ -20,6 +20,8 @@ illustration domains, a second camera's real crops (../shared/data/driving_crops
 fresh photos sharpened (texture_scale.py's `sharpen`) or enlarged from 1.5-3.5x smaller.
 --detail adds each image's own detail (log Laplacian variance, log mean gradient) to the
 vector `all` reads.
+--camera-in-fit N fits N other crops of the second camera as one more photo condition, as a
+user would fit the score on the vehicle camera's own photos.
 
 With --run R --bundle B the embeddings are the bundle's graph's (ADU's prompted model), the
 photos come from the run's test files only, and a second table adds the bundle's own rule
@@ -120,6 +122,9 @@ def main():
                         "frozen proxy's")
     parser.add_argument("--detail", action="store_true", help="add the image's own detail (Laplacian variance, "
                         "mean gradient) to the vector `all` reads")
+    parser.add_argument("--camera-in-fit", type=int, default=0, metavar="N",
+                        help="N other crops of the second camera fitted as one more photo condition (the scored "
+                        "200 stay the same): the score fitted on the deployment camera's own photos")
     args = parser.parse_args()
     shared, data = proxy_pacs(args.shared, "idempotence")
     rng = np.random.default_rng(args.seed)
@@ -147,7 +152,9 @@ def main():
     fit, calibration, test = load(photos[:300]), load(photos[300:500]), load(photos[500:700])
     labels = np.array([s.class_index for s in photos[500:700]])
     crops = sorted(glob.glob(str(shared / "data" / "driving_crops" / "*" / "*.png")))
-    crops = [crops[i] for i in rng.permutation(len(crops))[:200]]
+    crops = [crops[i] for i in rng.permutation(len(crops))]
+    own_camera = [resize_center_crop(read_rgb(p), SIZE) for p in crops[200:200 + args.camera_in_fit]]
+    crops = crops[:200]
     units = {"photos (fresh)": test,
              "sharpened photos": np.stack([degrade(i, "sharpen", None) for i in test]),
              "enlarged photos": resample(test, 99),
@@ -157,6 +164,7 @@ def main():
 
     artefacts = [a for a in args.reference_artefacts.split(",") if a]
     conditions = [fit] + [camera_copies(fit, 11, [a]) if a != "resample" else resample(fit, 11) for a in artefacts]
+    conditions += [np.stack(own_camera)] if own_camera else []  # the vehicle camera's own photos, a condition
     condition_movements = [measure(images) for images in conditions]
     mu, sd = condition_movements[0].mean(0), condition_movements[0].std(0)  # one scale for the shrinkage
     names = [f"{op}:{space}" for op in SIMPLIFICATIONS for space in ("embedding", "pixels")]
@@ -181,7 +189,8 @@ def main():
     rows = {unit: measure(images) for unit, images in units.items()}
     print(f"seed {args.seed}: % flagged at {100 * args.false_suppression:.0f} % false suppression of "
           f"{len(calibration)} calibration photos (Gaussians fitted on {len(fit)} others"
-          f"{', with ' + ', '.join(artefacts) if artefacts else ''})")
+          f"{', with ' + ', '.join(artefacts) if artefacts else ''}"
+          f"{f'; and {len(own_camera)} second-camera crops' if own_camera else ''})")
     print(f"{'unit':<18}" + "".join(f"{n.replace(':embedding', ':emb').replace(':pixels', ':px'):>17}"
                                     for n in thresholds) + f"{'all, disjoint':>15}")
     rates = {}
