@@ -100,12 +100,14 @@ def movements(embed, images, with_detail=False):
     with_detail, the image's own detail last, so that the photos' Gaussian can tie how far a
     photo moves to how sharp it was."""
     z = embed(images)
-    columns = [] if not with_detail else list(np.array([detail(i) for i in images]).T)
+    columns = []
     for simplify in SIMPLIFICATIONS.values():
         simplified = np.stack([simplify(np.ascontiguousarray(i)) for i in images])
         columns.append(1.0 - (embed(simplified) * z).sum(1))
         columns.append(np.abs(simplified.astype(np.float32) - images.astype(np.float32)).mean((1, 2, 3)) / 255)
-    return np.stack(columns[2:] + columns[:2] if with_detail else columns, 1)
+    if with_detail:
+        columns += list(np.array([detail(i) for i in images]).T)
+    return np.stack(columns, 1)
 
 
 def main():
@@ -214,8 +216,9 @@ def bundle_rule(predictor, units, rows, labels, score, threshold):
         by_rule = np.array([d.suppressed for d in decisions])
         by_score = score(rows[unit]) >= threshold
         shares = [by_rule, by_score, by_rule | by_score]
-        if unit == "photos (fresh)":
-            correct = predictor.predict(images)["probs"].argmax(1) == labels
+        if unit == "photos (fresh)":  # correct: the top class, whether reported or not
+            names = np.array(predictor.bundle.class_names)
+            correct = np.array([d.top_k[0]["label"] for d in decisions]) == names[labels]
             shares = [~s[correct] for s in shares]
             unit = f"{unit}, {correct.sum()} correct"
         rates = [100 * np.mean(s) for s in shares]
