@@ -144,6 +144,52 @@ def choose_thresholds(probs: np.ndarray, domain_probs: np.ndarray, classes: np.n
     return result
 
 
+def relax_for_real_items(rule1_score, real_similarity, forgotten_domain: float,
+                         min_real_similarity: Optional[float], confidence: float,
+                         keep: float = 0.95, forgotten_domain_grid=FORGOTTEN_DOMAIN_GRID) -> dict:
+    """Thresholds for one camera from n crops known to be real (its own recordings, no labels
+    and no illustrations): rule 1 (`forgotten_domain`) and the open-set rule
+    (`min_real_similarity`) each keep their share of the crops, counted as `_shares_hold`
+    counts a rule's share, and neither becomes stricter than given: real crops alone say
+    which items must stay reported, not what an illustration looks like. The confidence rule
+    is left as it is (it needs class labels) but still takes its share when on.
+
+    rule1_score [n]: max(p_forgotten, p_texture) per crop (what rule 1 compares);
+    real_similarity [n] or None (no open-set bank). Returns the thresholds and the counts
+    each keeps, before and after."""
+    scores = np.asarray(rule1_score, dtype=np.float64)
+    n = len(scores)
+    if n == 0:
+        raise ValueError("no real crops to calibrate on")
+    similarity_on = real_similarity is not None and min_real_similarity is not None \
+        and min_real_similarity > REAL_SIMILARITY_OFF
+    rules_on = 1 + int(confidence > 0) + int(similarity_on)
+    share = (required_kept(n, keep) if rules_on == 1
+             else min(n, int(_conformal_count(n, 1 - (1 - keep) / rules_on))))
+    # Rule 1 lets a crop through when its score is below the threshold: the lowest grid
+    # value above the share-th lowest score keeps `share` crops (the grid's top if none is).
+    grid = np.asarray(forgotten_domain_grid, dtype=np.float64)
+    needed = np.sort(scores)[share - 1]
+    above = grid[grid > needed]
+    camera_forgotten = float(above[0]) if len(above) else float(grid[-1])
+    result = {"n_crops": n, "share_required": share, "rules_on": rules_on,
+              "forgotten_domain": max(float(forgotten_domain), camera_forgotten),
+              "forgotten_domain_before": float(forgotten_domain),
+              "min_real_similarity": min_real_similarity,
+              "min_real_similarity_before": min_real_similarity}
+    result["rule1_kept_before"] = int((scores < forgotten_domain).sum())
+    result["rule1_kept"] = int((scores < result["forgotten_domain"]).sum())
+    if similarity_on:
+        similarity = np.asarray(real_similarity, dtype=np.float64)
+        # The open-set rule lets a crop through at or above the threshold: the share-th
+        # highest similarity, rounded down to 1e-4 as the export's candidates are.
+        camera_similarity = float(np.floor(np.sort(similarity)[::-1][share - 1] * 1e4) / 1e4)
+        result["min_real_similarity"] = min(float(min_real_similarity), camera_similarity)
+        result["open_set_kept_before"] = int((similarity >= min_real_similarity).sum())
+        result["open_set_kept"] = int((similarity >= result["min_real_similarity"]).sum())
+    return result
+
+
 def items_for_rules(rules: int, keep: float) -> int:
     """The fewest correct calibration items with which `rules` rules can all be on (each
     keeping its share alone, `_shares_hold`): 39 for two rules at keep 0.95, 59 for three."""

@@ -4,7 +4,8 @@
         namespace:=front camera_topic:=/front/image_raw \
         use_detections:=true detections_topic:=/front/detections
 
-Parameters come from share/adu_perception/config/classifier.yaml; the launch arguments
+Parameters come from share/adu_perception/config/classifier.yaml, then from params_file
+if given (e.g. the camera's thresholds from `adu calibrate`); the launch arguments
 override bundle, backend, compressed, use_detections and qos. The node's `image` (and
 `image/compressed`) inputs are remapped to camera_topic (and camera_topic/compressed, the
 image_transport convention), its `detections` input to detections_topic. Its outputs live
@@ -12,7 +13,7 @@ under <namespace>/classifier_node/. One launch per camera: include this file onc
 camera with its own namespace (README: two cameras).
 """
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
@@ -30,16 +31,24 @@ ARGUMENTS = (
     ("backend", "auto", "auto | onnxruntime-cpu | onnxruntime-cuda | onnxruntime-tensorrt | tensorrt"),
     ("compressed", "false", "subscribe to sensor_msgs/CompressedImage instead of sensor_msgs/Image"),
     ("qos", "reliable", "input QoS: reliable, or sensor_data for a best-effort camera"),
+    ("params_file", "", "a further parameter file applied after the package's config, e.g. this "
+                        "camera's thresholds written by `adu calibrate` (empty: none)"),
 )
 
 
 def generate_launch_description():
-    arg = {name: LaunchConfiguration(name) for name, _, _ in ARGUMENTS}
-    config = PathJoinSubstitution([FindPackageShare("adu_perception"), "config", "classifier.yaml"])
     declared = [DeclareLaunchArgument(name, description=description) if default is None else
                 DeclareLaunchArgument(name, default_value=default, description=description)
                 for name, default, description in ARGUMENTS]
-    return LaunchDescription(declared + [
+    return LaunchDescription(declared + [OpaqueFunction(function=_classifier_node)])
+
+
+def _classifier_node(context):
+    """The node, once the arguments are known (params_file is added only when given)."""
+    arg = {name: LaunchConfiguration(name) for name, _, _ in ARGUMENTS}
+    config = PathJoinSubstitution([FindPackageShare("adu_perception"), "config", "classifier.yaml"])
+    camera_file = arg["params_file"].perform(context)
+    return [
         Node(
             package="adu_perception",
             executable="classifier_node",
@@ -49,6 +58,7 @@ def generate_launch_description():
             emulate_tty=True,
             parameters=[
                 config,
+                *([camera_file] if camera_file else []),
                 {
                     # Typed explicitly: a path such as "123" must stay a string.
                     "bundle": ParameterValue(arg["bundle"], value_type=str),
@@ -64,4 +74,4 @@ def generate_launch_description():
                 ("detections", arg["detections_topic"]),
             ],
         ),
-    ])
+    ]

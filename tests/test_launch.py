@@ -5,6 +5,7 @@ camera with the YAML and launch parameters in force, and all of it ends promptly
 on Ctrl-C (no escalation to SIGTERM)."""
 import ast
 import importlib.util
+import json
 import signal
 import subprocess
 import sys
@@ -135,6 +136,7 @@ def test_launch_descriptions_build_with_their_arguments():
 
 
 RUNNER = textwrap.dedent("""
+    import json
     import sys
     import launch
     from launch.actions import IncludeLaunchDescription
@@ -143,9 +145,40 @@ RUNNER = textwrap.dedent("""
     service = launch.LaunchService(noninteractive=True)
     service.include_launch_description(IncludeLaunchDescription(
         PythonLaunchDescriptionSource(sys.argv[1]),
-        launch_arguments={"bundle": sys.argv[2], "backend": "onnxruntime-cpu"}.items()))
+        launch_arguments={"bundle": sys.argv[2], "backend": "onnxruntime-cpu",
+                          **json.loads(sys.argv[3])}.items()))
     sys.exit(service.run())
 """)
+
+
+def start_launch(colcon_install, tmp_path, launch_name, bundle, arguments=None):
+    """launch.LaunchService on the installed package's `launch_name` in its own process
+    group: (process, log file)."""
+    launch_file = colcon_install["prefix"] / "share" / "adu_perception" / "launch" / launch_name
+    runner = tmp_path / "run_launch.py"
+    runner.write_text(RUNNER)
+    log = open(tmp_path / "launch.log", "w+")
+    # An ignored or blocked SIGINT is inherited through exec: launch would then never see the
+    # SIGINT sent below (seen twice in full clean-clone runs: launch logged nothing after it).
+    launched = subprocess.Popen([sys.executable, str(runner), str(launch_file), str(bundle),
+                                 json.dumps(arguments or {})],
+                                env=colcon_install["env"], stdout=log, stderr=subprocess.STDOUT,
+                                cwd=tmp_path, start_new_session=True,
+                                preexec_fn=default_sigint)
+    return launched, log
+
+
+def stop_launch(launched, log) -> tuple:
+    """SIGINT, as a supervisor sends it: (exit code, log text)."""
+    # launch, noninteractive (as under a supervisor), forwards its SIGINT to each node. (In
+    # a terminal, Ctrl-C reaches every process of the group and launch sends none itself.)
+    launched.send_signal(signal.SIGINT)
+    try:
+        code = launched.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        launched.kill()
+        pytest.fail(f"launch did not exit within 60 s of its SIGINT:\n{read_log(log)}")
+    return code, read_log(log)
 
 
 def default_sigint():
@@ -172,16 +205,7 @@ def test_two_camera_launch_runs_the_installed_package_and_stops_cleanly_on_sigin
                         "with ../shared/vendor beside the repository")
     from vision_msgs.msg import Detection2DArray
 
-    launch_file = colcon_install["prefix"] / "share" / "adu_perception" / "launch" / "two_cameras.launch.py"
-    runner = tmp_path / "run_launch.py"
-    runner.write_text(RUNNER)
-    log = open(tmp_path / "launch.log", "w+")
-    # An ignored or blocked SIGINT is inherited through exec: launch would then never see the
-    # SIGINT sent below (seen twice in full clean-clone runs: launch logged nothing after it).
-    launched = subprocess.Popen([sys.executable, str(runner), str(launch_file), str(color_bundle)],
-                                env=colcon_install["env"], stdout=log, stderr=subprocess.STDOUT,
-                                cwd=tmp_path, start_new_session=True,
-                                preexec_fn=default_sigint)
+    launched, log = start_launch(colcon_install, tmp_path, "two_cameras.launch.py", color_bundle)
     context = rclpy.Context()
     rclpy.init(context=context)
     executor = SingleThreadedExecutor(context=context)
@@ -246,15 +270,7 @@ def test_two_camera_launch_runs_the_installed_package_and_stops_cleanly_on_sigin
         executor.shutdown()
         tester.destroy_node()
         rclpy.try_shutdown(context=context)
-        # launch, noninteractive (as under a supervisor), forwards its SIGINT to each node. (In
-        # a terminal, Ctrl-C reaches every process of the group and launch sends none itself.)
-        launched.send_signal(signal.SIGINT)
-        try:
-            code = launched.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            launched.kill()
-            pytest.fail(f"launch did not exit within 60 s of its SIGINT:\n{read_log(log)}")
-    output = read_log(log)
+        code, output = stop_launch(launched, log)
     assert code == 0, output
     # launch escalates to SIGTERM when a node has not exited 5 s after its SIGINT
     assert "SIGTERM" not in output and "SIGKILL" not in output, output
@@ -266,3 +282,34 @@ def read_log(log) -> str:
     log.flush()
     log.seek(0)
     return log.read()
+
+
+def test_params_file_argument_applies_a_cameras_own_parameters_after_the_package_config(
+        colcon_install, color_bundle, tmp_path):
+    """classifier.launch.py's params_file (what `adu calibrate` writes) overrides the
+    package's config for that camera's node; the rest of the config stays in force."""
+    pytest.importorskip("launch_ros", reason="launch_ros is not installed: run `make install` "
+                        "with ../shared/vendor beside the repository")
+    camera_file = tmp_path / "front.yaml"
+    camera_file.write_text("/front/classifier_node:\n  ros__parameters:\n"
+                           "    forgotten_domain_threshold: 0.77\n")
+    launched, log = start_launch(colcon_install, tmp_path, "classifier.launch.py", color_bundle,
+                                 {"namespace": "front", "params_file": str(camera_file)})
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    tester = rclpy.create_node("params_file_tester", context=context)
+    try:
+        client = AsyncParameterClient(tester, "/front/classifier_node")
+        assert client.wait_for_services(timeout_sec=TIMEOUT), read_log(log)
+        future = client.get_parameters(["forgotten_domain_threshold", "max_drop_ratio"])
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(tester)
+        executor.spin_until_future_complete(future, timeout_sec=TIMEOUT)
+        assert future.done(), read_log(log)
+        values = [v.double_value for v in future.result().values]
+        assert values == [0.77, 0.5]  # the camera's file, then the package's config
+    finally:
+        tester.destroy_node()
+        rclpy.try_shutdown(context=context)
+        code, output = stop_launch(launched, log)
+    assert code == 0, output
