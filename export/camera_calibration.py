@@ -16,20 +16,23 @@ from typing import Optional
 
 import numpy as np
 
+from adu_perception.runtime.images import ImageFormatError
 from adu_perception.runtime.predictor import Predictor
-from adu_perception.runtime.replay import iter_frames
+from adu_perception.runtime.replay import frame_crops, iter_frames
 
 from .thresholds import relax_for_real_items
 
 
 class CalibrationError(ValueError):
-    """The crops cannot calibrate this bundle (none readable, bad keep, bad namespace)."""
+    """The crops cannot calibrate this bundle (none readable, bad keep, margin or namespace)."""
 
 
-def camera_scores(predictor: Predictor, input_path, batch_size: int = 32,
+def camera_scores(predictor: Predictor, input_path, regions=None, grid=None,
+                  context_margin: float = 0.0, topics=None, batch_size: int = 32,
                   max_frames: Optional[int] = None):
-    """(rule-1 scores [n], real similarities [n] or None, unreadable count) over every image
-    (whole image = one crop, as the node's boxes are cropped) of a folder, video or MCAP."""
+    """(rule-1 scores [n], real similarities [n] or None, unreadable count) over the crops of
+    every frame of a folder, video or MCAP, cut as the node cuts them (`frame_crops`: the
+    whole frame unless regions or a grid are given)."""
     rule1, similarity, unreadable, batch = [], [], 0, []
 
     def flush():
@@ -39,13 +42,16 @@ def camera_scores(predictor: Predictor, input_path, batch_size: int = 32,
             similarity.append(decision.real_similarity)
         batch.clear()
 
-    for index, frame in enumerate(iter_frames(input_path)):
+    for index, frame in enumerate(iter_frames(input_path, topics)):
         if max_frames is not None and index >= max_frames:
             break
-        if frame.rgb is None or frame.rgb.ndim != 3 or min(frame.rgb.shape[:2]) == 0:
+        if frame.rgb is None:
             unreadable += 1
             continue
-        batch.append(frame.rgb)
+        try:
+            batch.extend(crop for _, crop in frame_crops(frame.rgb, regions, grid, context_margin))
+        except ImageFormatError:
+            unreadable += 1
         if len(batch) >= batch_size:
             flush()
     if batch:
@@ -56,12 +62,16 @@ def camera_scores(predictor: Predictor, input_path, batch_size: int = 32,
 
 
 def calibrate_camera(bundle, input_path, keep: float = 0.95, backend: str = "auto",
+                     regions=None, grid=None, context_margin: float = 0.0, topics=None,
                      max_frames: Optional[int] = None) -> dict:
     """The camera's thresholds (relax_for_real_items' result) plus `unreadable` and `bundle`."""
     if not 0.5 <= keep < 1.0:
         raise CalibrationError(f"keep {keep} is not in [0.5, 1): the share of real crops to keep")
+    if not 0.0 <= context_margin <= 1.0:
+        raise CalibrationError(f"context margin {context_margin} is not between 0 and 1")
     predictor = Predictor(bundle, backend=backend)
-    rule1, similarity, unreadable = camera_scores(predictor, input_path, max_frames=max_frames)
+    rule1, similarity, unreadable = camera_scores(predictor, input_path, regions, grid,
+                                                  context_margin, topics, max_frames=max_frames)
     if len(rule1) == 0:
         raise CalibrationError(f"no readable images in {input_path} ({unreadable} unreadable)")
     b = predictor.bundle
@@ -91,7 +101,7 @@ def parameters_yaml(result: dict, namespace: str = "", source: str = "") -> str:
 def summary_lines(result: dict) -> list:
     n = result["n_crops"]
     pct = lambda k: f"{result[k]} of {n} ({result[k] / n:.1%})"  # noqa: E731
-    lines = [f"{n} real crops ({result['unreadable']} unreadable, skipped); each rule on must keep "
+    lines = [f"{n} real crops ({result['unreadable']} unreadable frames skipped); each rule on must keep "
              f"{result['share_required']} ({result['rules_on']} rule(s) on, keep {result['keep']:.0%})",
              f"forgotten_domain {result['forgotten_domain_before']:.2f} -> "
              f"{result['forgotten_domain']:.2f}: rule 1 lets through {pct('rule1_kept_before')} -> "

@@ -1,4 +1,4 @@
-"""CLI for the export stage: `adu export`, `adu calibrate`, `adu engine`, `adu benchmark latency`.
+"""CLI for the export stage: `adu export`, `adu engine`, `adu benchmark latency`.
 
 Light module: torch, onnx and tensorrt are imported only when a command runs.
 """
@@ -43,29 +43,6 @@ def export_command(args) -> int:
               f"{thresholds['n_forgotten_suppressed_texture']} forgotten suppressed for their texture)")
     else:
         print("texture head: off (rule 1 reads the domain head only)")
-    return 0
-
-
-def calibrate_command(args) -> int:
-    from adu_perception.runtime.bundle import BundleError
-    from adu_perception.runtime.predictor import BackendError
-    from adu_perception.runtime.replay import ReplayError
-
-    from .camera_calibration import (CalibrationError, calibrate_camera, parameters_yaml,
-                                     summary_lines, write_parameters)
-
-    try:
-        result = calibrate_camera(args.bundle, args.input, keep=args.keep, backend=args.backend,
-                                  max_frames=args.max_frames)
-        text = parameters_yaml(result, args.namespace, source=args.input)
-    except (CalibrationError, BundleError, BackendError, ReplayError) as error:
-        raise CommandError(str(error)) from None
-    for line in summary_lines(result):
-        print(line)
-    if args.out:
-        print(f"parameters written to {write_parameters(args.out, text)} (launch: params_file:={args.out})")
-    else:
-        print(text, end="")
     return 0
 
 
@@ -136,29 +113,6 @@ def register(subparsers) -> None:
                         "(JPEG, noise, blur, sharpening) too, so that a camera's own texture is not taken "
                         "for an illustration's; off: originals only (default: %(default)s)")
     export.set_defaults(func=export_command)
-
-    calibrate = subparsers.add_parser(
-        "calibrate", help="per-camera thresholds from real crops of that camera (ROS 2 parameters)",
-        description="Runs the bundle over crops that are all real objects or scenes from one "
-        "camera (no labels, no illustrations: e.g. its detector's boxes cut from a recording) and "
-        "relaxes the forgotten-domain threshold and min_real_similarity until each rule keeps its "
-        "share of them (the export's count, docs/bundle.md). Never stricter than the bundle. "
-        "Writes a ROS 2 parameter file for that camera's node. Torch-free.")
-    calibrate.add_argument("--bundle", required=True, help="bundle folder written by `adu export`")
-    calibrate.add_argument("--input", required=True,
-                           help="the camera's real crops: an image folder (recursive), a video, or an "
-                           ".mcap with image topics; each image is one crop")
-    calibrate.add_argument("--keep", type=float, default=0.95,
-                           help="share of the real crops to keep reported (default: %(default)s, "
-                           "as the export)")
-    calibrate.add_argument("--namespace", default="",
-                           help="the camera node's namespace, e.g. front (default: every namespace)")
-    calibrate.add_argument("--out", help="write the parameter file here (default: print it)")
-    calibrate.add_argument("--backend", default="auto",
-                           choices=("auto", "onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt",
-                                    "tensorrt"), help="inference backend (default: %(default)s)")
-    calibrate.add_argument("--max-frames", type=int, help="use at most this many images")
-    calibrate.set_defaults(func=calibrate_command)
 
     engine = subparsers.add_parser(
         "engine", help="build a TensorRT engine for a bundle (NVIDIA GPU + TensorRT 10)",

@@ -1,4 +1,4 @@
-"""CLI for the runtime / ROS stage: `adu replay` and `adu benchmark node`.
+"""CLI for the runtime / ROS stage: `adu replay`, `adu calibrate` and `adu benchmark node`.
 
 Light module: numpy, OpenCV, ONNX Runtime and rclpy are imported only when a command runs,
 so `adu --help` stays fast and works on an edge image without ROS.
@@ -20,6 +20,30 @@ def replay_command(args) -> int:
                min_real_similarity=args.min_real_similarity)
     except BackendError as error:
         raise CommandError(str(error)) from None
+    return 0
+
+
+def calibrate_command(args) -> int:
+    from adu_perception.export.camera_calibration import (CalibrationError, calibrate_camera,
+                                                          parameters_yaml, summary_lines,
+                                                          write_parameters)
+    from adu_perception.runtime.predictor import BackendError
+    from adu_perception.runtime.replay import parse_grid, parse_regions
+
+    try:
+        result = calibrate_camera(args.bundle, args.input, keep=args.keep, backend=args.backend,
+                                  regions=parse_regions(args.regions), grid=parse_grid(args.grid),
+                                  context_margin=args.context_margin, topics=args.topics,
+                                  max_frames=args.max_frames)
+        text = parameters_yaml(result, args.namespace, source=args.input)
+    except (CalibrationError, BackendError) as error:
+        raise CommandError(str(error)) from None
+    for line in summary_lines(result):
+        print(line)
+    if args.out:
+        print(f"parameters written to {write_parameters(args.out, text)} (launch: params_file:={args.out})")
+    else:
+        print(text, end="")
     return 0
 
 
@@ -47,30 +71,36 @@ def _backends():
     return ("auto", "onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt")
 
 
+def _add_input_arguments(parser, verb: str) -> None:
+    """What replay and calibrate read, and how they cut it into crops (as the node does)."""
+    parser.add_argument("--bundle", required=True, help="bundle folder written by `adu export`")
+    parser.add_argument("--input", required=True,
+                        help="image folder (recursive; summary per immediate subfolder), video "
+                        "file (.mp4, .avi, ...), or .mcap with sensor_msgs/Image or "
+                        "CompressedImage messages")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--regions", nargs="+", metavar="X,Y,W,H",
+                       help=f"{verb} these pixel regions of each frame instead of the whole frame")
+    where.add_argument("--grid", metavar="RxC", help=f"{verb} each tile of an R x C grid, e.g. 2x3")
+    parser.add_argument("--context-margin", type=float, default=0.0,
+                        help="grow each --regions box by this fraction of its size on every side "
+                        "before cropping, like the node's context_margin (default: %(default)s)")
+    parser.add_argument("--backend", default="auto", choices=_backends(),
+                        help="inference backend (default: %(default)s, the best available)")
+    parser.add_argument("--topics", nargs="+", metavar="TOPIC",
+                        help="MCAP only: these image topics (default: all image topics)")
+    parser.add_argument("--max-frames", type=int, help="stop after this many frames")
+
+
 def register(subparsers) -> None:
     replay = subparsers.add_parser(
         "replay", help="run a bundle over an image folder, a video or an MCAP recording",
         description="Classify recorded frames exactly as the ROS node would (same conversion, "
         "preprocessing, predictor and decision rule) and summarise reported vs suppressed "
         "per source folder / video / topic. Unreadable images are reported and skipped.")
-    replay.add_argument("--bundle", required=True, help="bundle folder written by `adu export`")
-    replay.add_argument("--input", required=True,
-                        help="image folder (recursive; summary per immediate subfolder), video "
-                        "file (.mp4, .avi, ...), or .mcap with sensor_msgs/Image or "
-                        "CompressedImage messages")
-    where = replay.add_mutually_exclusive_group()
-    where.add_argument("--regions", nargs="+", metavar="X,Y,W,H",
-                       help="classify these pixel regions of each frame instead of the whole frame")
-    where.add_argument("--grid", metavar="RxC", help="classify each tile of an R x C grid, e.g. 2x3")
-    replay.add_argument("--context-margin", type=float, default=0.0,
-                        help="grow each --regions box by this fraction of its size on every side "
-                        "before cropping, like the node's context_margin (default: %(default)s)")
-    replay.add_argument("--backend", default="auto", choices=_backends(),
-                        help="inference backend (default: %(default)s, the best available)")
+    _add_input_arguments(replay, "classify")
     replay.add_argument("--out", metavar="FILE.jsonl",
                         help="write one JSON line per frame here instead of printing each frame")
-    replay.add_argument("--topics", nargs="+", metavar="TOPIC",
-                        help="MCAP only: replay these image topics (default: all image topics)")
     replay.add_argument("--confidence", type=float,
                         help="confidence threshold (default: the bundle's)")
     replay.add_argument("--forgotten-threshold", type=float,
@@ -82,8 +112,23 @@ def register(subparsers) -> None:
                         help="classes listed per result (default: %(default)s)")
     replay.add_argument("--batch-size", type=int, default=16,
                         help="crops per inference call (default: %(default)s)")
-    replay.add_argument("--max-frames", type=int, help="stop after this many frames")
     replay.set_defaults(func=replay_command)
+
+    calibrate = subparsers.add_parser(
+        "calibrate", help="per-camera thresholds from real crops of that camera (ROS 2 parameters)",
+        description="Runs the bundle over crops that are all real objects or scenes from one "
+        "camera (no labels, no illustrations), cut as the node cuts them, and relaxes the "
+        "forgotten-domain threshold and min_real_similarity until each rule keeps its share of "
+        "them (the export's count, docs/bundle.md). Never stricter than the bundle. Writes a "
+        "ROS 2 parameter file for that camera's node (launch argument params_file). Torch-free.")
+    _add_input_arguments(calibrate, "use")
+    calibrate.add_argument("--keep", type=float, default=0.95,
+                           help="share of the real crops to keep reported (default: %(default)s, "
+                           "as the export)")
+    calibrate.add_argument("--namespace", default="",
+                           help="the camera node's namespace, e.g. front (default: every namespace)")
+    calibrate.add_argument("--out", help="write the parameter file here (default: print it)")
+    calibrate.set_defaults(func=calibrate_command)
 
 
 def register_benchmarks(subparsers) -> None:

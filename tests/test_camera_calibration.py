@@ -109,12 +109,21 @@ def test_calibrated_thresholds_keep_the_share_where_the_node_applies_them(color_
         parameters_yaml(result, "front camera")
 
 
+def test_crops_are_cut_as_the_node_cuts_them(color_bundle, camera_crops):
+    # A 1 x 2 grid: two crops per frame; regions outside every frame: nothing to calibrate on.
+    assert calibrate_camera(color_bundle, camera_crops, grid=(1, 2))["n_crops"] == 80
+    with pytest.raises(CalibrationError, match="no readable images"):
+        calibrate_camera(color_bundle, camera_crops, regions=[(1000, 1000, 10, 10)])
+    with pytest.raises(CalibrationError, match="context margin"):
+        calibrate_camera(color_bundle, camera_crops, context_margin=2.0)
+
+
 def test_calibrate_command_writes_the_parameter_file(color_bundle, camera_crops, tmp_path, capsys):
     out = tmp_path / "front.yaml"
     assert main(["calibrate", "--bundle", str(color_bundle), "--input", str(camera_crops),
                  "--namespace", "front", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "40 real crops (1 unreadable, skipped)" in printed and "forgotten_domain 0.50 ->" in printed
+    assert "40 real crops (1 unreadable frames skipped)" in printed and "forgotten_domain 0.50 ->" in printed
     value = yaml.safe_load(out.read_text())["/front/classifier_node"]["ros__parameters"]
     assert value["forgotten_domain_threshold"] > 0.5
 

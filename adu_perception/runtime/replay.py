@@ -154,6 +154,14 @@ def parse_grid(text: Optional[str]) -> Optional[Tuple[int, int]]:
     return rows, cols
 
 
+def frame_crops(rgb: np.ndarray, regions=None, grid=None, context_margin: float = 0.0):
+    """[(region, crop)] of one frame as the node cuts it: its regions (grown by
+    context_margin), else the tiles of a grid, else the whole frame."""
+    height, width = rgb.shape[:2]
+    boxes = regions or (images.grid_regions(width, height, *grid) if grid else None)
+    return images.crop_regions(rgb, boxes, context_margin if regions else 0.0)
+
+
 def _frame_line(record: dict) -> str:
     if "error" in record:
         return f"{record['frame']}: SKIPPED ({record['error']})"
@@ -237,10 +245,7 @@ def replay(bundle, input_path, regions=None, grid=None, backend: str = "auto",
             counts["frames"] += 1
             if frame.rgb is not None:
                 try:
-                    height, width = frame.rgb.shape[:2]
-                    boxes = regions or (images.grid_regions(width, height, *grid) if grid else None)
-                    margin = context_margin if regions else 0.0
-                    pending.append((frame, images.crop_regions(frame.rgb, boxes, margin)))
+                    pending.append((frame, frame_crops(frame.rgb, regions, grid, context_margin)))
                 except images.ImageFormatError as error:
                     frame.error = str(error)
             if frame.error:
