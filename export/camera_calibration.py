@@ -30,7 +30,7 @@ class CalibrationError(ValueError):
 def camera_scores(predictor: Predictor, input_path, regions=None, grid=None,
                   context_margin: float = 0.0, topics=None, batch_size: int = 32,
                   max_frames: Optional[int] = None):
-    """(rule-1 scores [n], real similarities [n] or None, unreadable count) over the crops of
+    """(rule-1 scores [n], real similarities [n] or None, frames skipped) over the crops of
     every frame of a folder, video or MCAP, cut as the node cuts them (`frame_crops`: the
     whole frame unless regions or a grid are given)."""
     rule1, similarity, unreadable, batch = [], [], 0, []
@@ -73,7 +73,8 @@ def calibrate_camera(bundle, input_path, keep: float = 0.95, backend: str = "aut
     rule1, similarity, unreadable = camera_scores(predictor, input_path, regions, grid,
                                                   context_margin, topics, max_frames=max_frames)
     if len(rule1) == 0:
-        raise CalibrationError(f"no readable images in {input_path} ({unreadable} unreadable)")
+        raise CalibrationError(f"no crops could be cut from {input_path}: {unreadable} frames "
+                               f"unreadable, or without the given regions or grid inside them")
     b = predictor.bundle
     result = relax_for_real_items(rule1, similarity, b.forgotten_domain_threshold,
                                   b.min_real_similarity_threshold, b.confidence_threshold, keep)
