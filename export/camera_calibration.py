@@ -111,6 +111,9 @@ def summary_lines(result: dict) -> list:
         lines.append(f"min_real_similarity {result['min_real_similarity_before']:.4f} -> "
                      f"{result['min_real_similarity']:.4f}: the open-set rule lets through "
                      f"{pct('open_set_kept_before')} -> {pct('open_set_kept')}")
+    if result["share_required"] == n:
+        lines.append(f"with {n} crops every one must stay reported: too few for the count to let "
+                     f"any go (record more of the camera)")
     relaxed = (result["forgotten_domain"] != result["forgotten_domain_before"]
                or result["min_real_similarity"] != result["min_real_similarity_before"])
     if not relaxed:

@@ -124,6 +124,8 @@ def test_calibrate_command_writes_the_parameter_file(color_bundle, camera_crops,
                  "--namespace", "front", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "40 real crops (1 unreadable frames skipped)" in printed and "forgotten_domain 0.50 ->" in printed
+    # Two rules on: each keeps ceil(41 x 0.975) = 40 of 40 crops, and the command says so.
+    assert "with 40 crops every one must stay reported" in printed
     value = yaml.safe_load(out.read_text())["/front/classifier_node"]["ros__parameters"]
     assert value["forgotten_domain_threshold"] > 0.5
 
