@@ -54,6 +54,15 @@ def _conformal_count(n: int, keep):
     return np.ceil((n + 1) * np.asarray(keep) - 1e-9).astype(int)
 
 
+def rule_share(n: int, keep: float, rules_on):
+    """How many of n real items each rule must keep on its own when `rules_on` rules are on
+    (an int or an array of them): required_kept alone, else ceil((n + 1) (1 - (1 - keep) / R)),
+    uncapped (a share above n means the rule cannot be on)."""
+    rules_on = np.asarray(rules_on)
+    return np.where(rules_on == 1, required_kept(n, keep),
+                    _conformal_count(n, 1 - (1 - keep) / rules_on))
+
+
 def choose_thresholds(probs: np.ndarray, domain_probs: np.ndarray, classes: np.ndarray,
                       domains: np.ndarray, memorized_ids: Sequence[int],
                       forgotten_ids: Sequence[int], keep: float = 0.95,
@@ -149,8 +158,8 @@ def relax_for_real_items(rule1_score, real_similarity, forgotten_domain: float,
                          keep: float = 0.95, forgotten_domain_grid=FORGOTTEN_DOMAIN_GRID) -> dict:
     """Thresholds for one camera from n crops known to be real (its own recordings, no labels
     and no illustrations): rule 1 (`forgotten_domain`) and the open-set rule
-    (`min_real_similarity`) each keep their share of the crops, counted as `_shares_hold`
-    counts a rule's share, and neither becomes stricter than given: real crops alone say
+    (`min_real_similarity`) each keep their share of the crops (`rule_share`, as the export's
+    search counts it), and neither becomes stricter than given: real crops alone say
     which items must stay reported, not what an illustration looks like. The confidence rule
     is left as it is (it needs class labels) but still takes its share when on.
 
@@ -164,8 +173,7 @@ def relax_for_real_items(rule1_score, real_similarity, forgotten_domain: float,
     similarity_on = real_similarity is not None and min_real_similarity is not None \
         and min_real_similarity > REAL_SIMILARITY_OFF
     rules_on = 1 + int(confidence > 0) + int(similarity_on)
-    share = (required_kept(n, keep) if rules_on == 1
-             else min(n, int(_conformal_count(n, 1 - (1 - keep) / rules_on))))
+    share = min(n, int(rule_share(n, keep, rules_on)))
     # Rule 1 lets a crop through when its score is below the threshold: the lowest grid
     # value above the share-th lowest score keeps `share` crops (the grid's top if none is).
     grid = np.asarray(forgotten_domain_grid, dtype=np.float64)
@@ -214,8 +222,7 @@ def _shares_hold(kept_by_rule, conf_grid, rs_grid, with_similarity: bool, n_corr
     confidence_on = conf_grid > 0
     similarity_on = rs_grid > REAL_SIMILARITY_OFF if with_similarity else np.array([False])
     rules_on = 1 + confidence_on[:, None].astype(int) + similarity_on[None, :]      # [C, R]
-    share = np.where(rules_on == 1, required_kept(n, keep),
-                     _conformal_count(n, 1 - (1 - keep) / rules_on))
+    share = rule_share(n, keep, rules_on)
     return ((by_domain[:, None, None] >= share[None])
             & ((by_confidence[:, None] >= share) | ~confidence_on[:, None])[None]
             & ((by_similarity[None, :] >= share) | ~similarity_on[None, :])[None])

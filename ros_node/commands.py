@@ -24,9 +24,8 @@ def replay_command(args) -> int:
 
 
 def calibrate_command(args) -> int:
-    from adu_perception.export.camera_calibration import (CalibrationError, calibrate_camera,
-                                                          parameters_yaml, summary_lines,
-                                                          write_parameters)
+    from adu_perception.export.camera_calibration import (calibrate_camera, parameters_yaml,
+                                                          summary_lines, write_parameters)
     from adu_perception.runtime.predictor import BackendError
     from adu_perception.runtime.replay import parse_grid, parse_regions
 
@@ -36,7 +35,7 @@ def calibrate_command(args) -> int:
                                   context_margin=args.context_margin, topics=args.topics,
                                   max_frames=args.max_frames)
         text = parameters_yaml(result, args.namespace, source=args.input)
-    except (CalibrationError, BackendError) as error:
+    except BackendError as error:  # the input's and bundle's errors are ValueErrors: cli.main says them
         raise CommandError(str(error)) from None
     for line in summary_lines(result):
         print(line)
