@@ -64,6 +64,17 @@ def csv_list(value) -> list:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
 
 
+def positive_int(text) -> int:
+    """argparse type: an integer >= 1 (counts, sizes and limits that 0 or less would empty)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not an integer >= 1")
+    return value
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -73,7 +84,7 @@ def main(argv=None) -> int:
     logging.getLogger("adu_perception").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         result = args.func(args)
-    except (CommandError, FileNotFoundError, ValueError) as error:
+    except (CommandError, OSError, ValueError) as error:  # OSError: a path that cannot be read or written
         if args.verbose:
             raise
         print(f"adu {args.command}: error: {error}", file=sys.stderr)

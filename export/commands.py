@@ -5,7 +5,7 @@ Light module: torch, onnx and tensorrt are imported only when a command runs.
 import json
 
 # Export/engine failures are user-facing: one clear line, non-zero exit (cli.main).
-from adu_perception.cli import CommandError, csv_list
+from adu_perception.cli import CommandError, csv_list, positive_int
 
 
 def export_command(args) -> int:
@@ -93,7 +93,7 @@ def register(subparsers) -> None:
     export.add_argument("--run", required=True, help="run folder written by `adu train`")
     export.add_argument("--out", required=True, help="bundle folder to write")
     export.add_argument("--opset", type=int, default=17, help="ONNX opset, >= 17 (default: %(default)s)")
-    export.add_argument("--parity-images", type=int, default=64,
+    export.add_argument("--parity-images", type=positive_int, default=64,
                         help="test images (half memorized, half forgotten domains) for the "
                         "ONNX Runtime vs PyTorch check (default: %(default)s)")
     export.add_argument("--data", help="dataset root if it moved since training")
@@ -122,10 +122,10 @@ def register(subparsers) -> None:
     engine.add_argument("--bundle", required=True, help="bundle folder written by `adu export`")
     engine.add_argument("--precision", default="fp16", choices=("fp32", "fp16", "int8"),
                         help="fp16/int8 keep LayerNorm, softmax and reductions in fp32 (default: %(default)s)")
-    engine.add_argument("--workspace", type=int, default=2048, help="builder workspace in MiB (default: %(default)s)")
-    engine.add_argument("--min-batch", type=int, default=1, help="smallest batch of the profile (default: %(default)s)")
-    engine.add_argument("--opt-batch", type=int, default=1, help="batch TensorRT tunes for (default: %(default)s)")
-    engine.add_argument("--max-batch", type=int, default=8, help="largest batch of the profile (default: %(default)s)")
+    engine.add_argument("--workspace", type=positive_int, default=2048, help="builder workspace in MiB (default: %(default)s)")
+    engine.add_argument("--min-batch", type=positive_int, default=1, help="smallest batch of the profile (default: %(default)s)")
+    engine.add_argument("--opt-batch", type=positive_int, default=1, help="batch TensorRT tunes for (default: %(default)s)")
+    engine.add_argument("--max-batch", type=positive_int, default=8, help="largest batch of the profile (default: %(default)s)")
     engine.add_argument("--calib-dir", help="folder of representative images for int8 calibration")
     engine.add_argument("--force", action="store_true", help="rebuild even if a cached engine exists or mismatches")
     engine.set_defaults(func=engine_command)

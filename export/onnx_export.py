@@ -89,12 +89,16 @@ def mha_fastpath_disabled():
         torch.backends.mha.set_fastpath_enabled(previous)
 
 
-def export_onnx(model: nn.Module, path, image_size: int, mean, std, opset: int = MIN_OPSET) -> Path:
-    """Trace `model` (an AduModel; learned text prompts folded to constants first) inside
-    ExportModule to `path` (fp32, dynamic batch)."""
+def check_opset(opset: int) -> None:
     if opset < MIN_OPSET:
         raise ExportError(f"opset {opset} is too old: the bundle needs opset >= {MIN_OPSET} "
                           f"(LayerNormalization)")
+
+
+def export_onnx(model: nn.Module, path, image_size: int, mean, std, opset: int = MIN_OPSET) -> Path:
+    """Trace `model` (an AduModel; learned text prompts folded to constants first) inside
+    ExportModule to `path` (fp32, dynamic batch)."""
+    check_opset(opset)
     path = Path(path)
     # fp32 throughout: open_clip may hold fp16 weights, and fp16 LayerNorm loses parity.
     wrapper = ExportModule(model.with_folded_text(), mean, std).float().eval()
@@ -332,6 +336,10 @@ def export_bundle(run_dir, out_dir, opset: int = MIN_OPSET, parity_images: int =
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise ExportError(f"{out_dir} already exists; choose another --out or pass --force")
+    # The options first: a bad one should not cost the minutes of loading and export below.
+    check_opset(opset)
+    if parity_images < 1:
+        raise ExportError(f"parity_images {parity_images} must be >= 1 (the parity check needs images)")
     checkpoint = checkpoint_path(run_dir)
     payload = load_checkpoint(checkpoint)
     if not payload.get("complete"):

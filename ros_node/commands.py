@@ -4,7 +4,7 @@ Light module: numpy, OpenCV, ONNX Runtime and rclpy are imported only when a com
 so `adu --help` stays fast and works on an edge image without ROS.
 """
 
-from adu_perception.cli import CommandError, csv_list
+from adu_perception.cli import CommandError, csv_list, positive_int
 
 
 def replay_command(args) -> int:
@@ -12,7 +12,7 @@ def replay_command(args) -> int:
     from adu_perception.runtime.replay import parse_grid, parse_regions, replay
 
     try:
-        replay(args.bundle, args.input, regions=parse_regions(args.regions),
+        summary = replay(args.bundle, args.input, regions=parse_regions(args.regions),
                grid=parse_grid(args.grid), backend=args.backend, out=args.out,
                batch_size=args.batch_size, confidence=args.confidence,
                forgotten_domain=args.forgotten_threshold, top_k=args.top_k,
@@ -20,15 +20,24 @@ def replay_command(args) -> int:
                min_real_similarity=args.min_real_similarity)
     except BackendError as error:
         raise CommandError(str(error)) from None
+    if not any(counts["regions"] for counts in summary.values()):
+        frames = sum(counts["frames"] for counts in summary.values())
+        raise CommandError(f"nothing was classified: all {frames} frame(s) read were unreadable "
+                           f"or had no region inside them (reasons above)")
     return 0
 
 
 def calibrate_command(args) -> int:
+    from pathlib import Path
+
     from adu_perception.export.camera_calibration import (calibrate_camera, parameters_yaml,
                                                           summary_lines, write_parameters)
     from adu_perception.runtime.predictor import BackendError
     from adu_perception.runtime.replay import parse_grid, parse_regions
 
+    if args.out and Path(args.out).is_dir():
+        raise CommandError(f"--out {args.out} is a folder: give a file name, e.g. "
+                           f"{Path(args.out) / 'camera.yaml'}")
     try:
         result = calibrate_camera(args.bundle, args.input, keep=args.keep, backend=args.backend,
                                   regions=parse_regions(args.regions), grid=parse_grid(args.grid),
@@ -88,7 +97,7 @@ def _add_input_arguments(parser, verb: str) -> None:
                         help="inference backend (default: %(default)s, the best available)")
     parser.add_argument("--topics", nargs="+", metavar="TOPIC",
                         help="MCAP only: these image topics (default: all image topics)")
-    parser.add_argument("--max-frames", type=int, help="stop after this many frames")
+    parser.add_argument("--max-frames", type=positive_int, help="stop after this many frames")
 
 
 def register(subparsers) -> None:
@@ -101,15 +110,15 @@ def register(subparsers) -> None:
     replay.add_argument("--out", metavar="FILE.jsonl",
                         help="write one JSON line per frame here instead of printing each frame")
     replay.add_argument("--confidence", type=float,
-                        help="confidence threshold (default: the bundle's)")
+                        help="confidence threshold, in [0, 1] (default: the bundle's)")
     replay.add_argument("--forgotten-threshold", type=float,
-                        help="forgotten-domain threshold (default: the bundle's)")
+                        help="forgotten-domain threshold, in [0, 1] (default: the bundle's)")
     replay.add_argument("--min-real-similarity", type=float,
                         help="open-set threshold, in [-1, 1]: suppress as 'unfamiliar' below this "
                         "real-likeness (default: the bundle's; needs a bundle with a memory bank)")
-    replay.add_argument("--top-k", type=int, default=3,
+    replay.add_argument("--top-k", type=positive_int, default=3,
                         help="classes listed per result (default: %(default)s)")
-    replay.add_argument("--batch-size", type=int, default=16,
+    replay.add_argument("--batch-size", type=positive_int, default=16,
                         help="crops per inference call (default: %(default)s)")
     replay.set_defaults(func=replay_command)
 

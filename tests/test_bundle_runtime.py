@@ -93,6 +93,20 @@ def test_edited_onnx_fails_the_sha256_check(tmp_path, runtime_bundle):
     (lambda m: {"forgotten_domains": ["no_such_domain"]}, "not in domain_names"),
     (lambda m: {"input_name": "pixels"}, "graph inputs are"),
     (lambda m: {"thresholds": {**m["thresholds"], "confidence": 1.5}}, "thresholds.confidence"),
+    # wrong types and contradictions, each named (not a TypeError deep inside the loader)
+    (lambda m: {"thresholds": {**m["thresholds"], "forgotten_domain": True}}, "thresholds.forgotten_domain"),
+    (lambda m: {"class_names": [{"a": 1}] * len(m["class_names"])}, "class_names must be a non-empty list"),
+    (lambda m: {"class_names": list(range(len(m["class_names"])))}, r"class_names .* \(strings\)"),
+    (lambda m: {"forgotten_domains": "cartoon"}, "forgotten_domains must be a non-empty list"),
+    (lambda m: {"forgotten_domains": []}, "forgotten_domains must be a non-empty list"),
+    (lambda m: {"forgotten_domains": m["forgotten_domains"] + m["memorized_domains"]},
+     "both memorized and forgotten"),
+    (lambda m: {"preprocessing": "RGB"}, "preprocessing must be an object"),
+    (lambda m: {"preprocessing": {**m["preprocessing"], "color": "BGR"}}, "preprocessing.color is 'BGR'"),
+    (lambda m: {"preprocessing": {**m["preprocessing"], "layout": "NCHW"}}, "preprocessing.layout"),
+    (lambda m: {"input_size": True}, "input_size must be a positive integer"),
+    (lambda m: {"format_version": True}, "format_version True is not supported"),
+    (lambda m: {"output_names": "probs"}, "output_names"),
 ])
 def test_manifest_disagreeing_with_the_graph_is_refused(tmp_path, runtime_bundle, change, problem):
     folder = copy_bundle(runtime_bundle, tmp_path / "mismatch")
@@ -115,6 +129,85 @@ def test_without_the_onnx_package_the_graph_is_read_with_onnxruntime(tmp_path, r
     edit_manifest(folder, class_names=manifest["class_names"] + ["extra"])
     with pytest.raises(BundleError, match="output probs has shape"):
         load_bundle(folder)
+
+
+def graph_bundle(tmp_path, source, name, batch="batch", out_type=None, nan=None):
+    """A copy of `source` whose model.onnx is a small graph with the same I/O names and widths:
+    constant outputs of out_type for a batch dimension `batch`; nan="always" makes them NaN,
+    nan="white" only for an all-white image (log(0) * 0), so the warm-up (black) passes."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    manifest = json.loads((source / "manifest.json").read_text())
+    size, out_type = manifest["input_size"], out_type or TensorProto.FLOAT
+    widths = {"probs": len(manifest["class_names"]), "logits": len(manifest["class_names"]),
+              "domain_probs": len(manifest["domain_names"]), "embeddings": manifest["embedding_dim"]}
+    nodes = [helper.make_node("Cast", ["images"], ["x"], to=TensorProto.FLOAT),
+             helper.make_node("ReduceMean", ["x"], ["m"], axes=[1, 2, 3], keepdims=0),  # [N]
+             helper.make_node("Unsqueeze", ["m", "one_axis"], ["m1"]),                 # [N, 1]
+             helper.make_node("Sub", ["white", "m1"], ["headroom"]),
+             helper.make_node("Log", ["headroom"], ["log_headroom"]),                  # -inf if white
+             helper.make_node("Mul", ["log_headroom" if nan == "white" else "m1", "zero"], ["z"])]
+    initializers = [helper.make_tensor("one_axis", TensorProto.INT64, [1], [1]),
+                    helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
+                    helper.make_tensor("white", TensorProto.FLOAT, [], [255.0])]
+    outputs = []
+    for output, width in widths.items():
+        value = np.full((1, width), np.nan if nan == "always" else 1.0 / width, np.float32)
+        initializers.append(helper.make_tensor(f"{output}_c", TensorProto.FLOAT, value.shape, value.ravel()))
+        nodes += [helper.make_node("Add", ["z", f"{output}_c"], [f"{output}_f"]),   # [N, width]
+                  helper.make_node("Cast", [f"{output}_f"], [output], to=out_type)]
+        outputs.append(helper.make_tensor_value_info(output, out_type, [batch, width]))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(
+        "images", TensorProto.UINT8, [batch, size, size, 3])], outputs, initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    folder = copy_bundle(source, tmp_path / name)
+    onnx.save(model, folder / "model.onnx")
+    edit_manifest(folder, model_sha256=sha256_file(folder / "model.onnx"))
+    return folder
+
+
+def test_graph_problems_are_refused_at_load(tmp_path, runtime_bundle):
+    from onnx import TensorProto
+
+    assert Predictor(graph_bundle(tmp_path, runtime_bundle, "ok")).classify_crops([solid((1, 2, 3))])
+    with pytest.raises(BundleError, match="batch dimension is fixed at 1"):
+        load_bundle(graph_bundle(tmp_path, runtime_bundle, "batch1", batch=1))
+    with pytest.raises(BundleError, match="output probs is int64, not float"):
+        load_bundle(graph_bundle(tmp_path, runtime_bundle, "int64", out_type=TensorProto.INT64))
+    empty = copy_bundle(runtime_bundle, tmp_path / "empty")
+    (empty / "model.onnx").write_bytes(b"")
+    edit_manifest(empty, model_sha256=sha256_file(empty / "model.onnx"))
+    with pytest.raises(BundleError, match="holds no ONNX graph"):
+        load_bundle(empty)
+
+
+def test_non_finite_outputs_are_never_decided(tmp_path, runtime_bundle):
+    # every comparison of the rule is false for NaN: such an item would come out reported
+    with pytest.raises(BackendError, match="output probs holds NaN or inf for 1 of 1 images"):
+        Predictor(graph_bundle(tmp_path, runtime_bundle, "nan", nan="always"))
+    predictor = Predictor(graph_bundle(tmp_path, runtime_bundle, "nan_white", nan="white"))
+    assert len(predictor.classify_crops([solid((0, 0, 0)), solid((90, 90, 90))])) == 2
+    with pytest.raises(BackendError, match="holds NaN or inf for 1 of 2 images"):
+        predictor.classify_crops([solid((0, 0, 0)), solid((255, 255, 255))])
+
+
+def test_classify_refuses_bad_thresholds_crops_and_regions(runtime_bundle):
+    predictor = Predictor(runtime_bundle)
+    crop = solid((200, 30, 30))
+    assert predictor.classify_crops([]) == []
+    for kwargs in ({"confidence": 5}, {"confidence": float("nan")}, {"forgotten_domain": -1},
+                   {"forgotten_domain": "0.5"}, {"confidence": True}):
+        with pytest.raises(ValueError, match="threshold must be a number in"):
+            predictor.classify_crops([crop], **kwargs)
+    for bad, what in ((None, "NoneType"), (crop[..., 0], r"uint8 \(48, 64\)"),
+                      (crop.astype(np.float32), "float32")):
+        with pytest.raises(ValueError, match=f"crop 1 must be a uint8 RGB image .*{what}"):
+            predictor.classify_crops([crop, bad])
+    with pytest.raises(ValueError, match="1 regions given for 2 images"):
+        predictor.classify_crops([crop, crop], regions=[(0, 0, 4, 4)])
+    with pytest.raises(BackendError, match="unknown engine precision 'fp8'"):
+        Predictor(runtime_bundle, precision="fp8")
 
 
 # -- decision rule ----------------------------------------------------------------------------

@@ -134,6 +134,7 @@ def test_calibrate_command_writes_the_parameter_file(color_bundle, camera_crops,
     (["--input", "{missing}"], "input not found"),
     (["--input", "{empty}"], "no images"),
     (["--input", "{crops}", "--keep", "1.5"], "keep 1.5"),
+    (["--input", "{crops}", "--out", "{empty}"], "is a folder: give a file name"),
 ])
 def test_calibrate_command_refuses_bad_input_with_a_clear_message(
         color_bundle, camera_crops, tmp_path, capsys, arguments, message):

@@ -187,6 +187,14 @@ def test_export_refuses_to_overwrite_without_force(tiny_run, tiny_bundle):
         export_bundle(tiny_run, tiny_bundle, progress=False)
 
 
+def test_export_refuses_bad_options_before_loading_anything(tmp_path):
+    # no run exists here: each option is checked before the checkpoint is read
+    with pytest.raises(onnx_export.ExportError, match="parity_images 0 must be >= 1"):
+        export_bundle(tmp_path / "no_run", tmp_path / "out", parity_images=0)
+    with pytest.raises(onnx_export.ExportError, match="opset 12 is too old"):
+        export_bundle(tmp_path / "no_run", tmp_path / "out", opset=12)
+
+
 def test_export_leaves_the_attention_fast_path_setting_as_it_was(tiny_bundle):
     import torch
 

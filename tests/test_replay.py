@@ -98,11 +98,11 @@ def test_video_file(tmp_path, color_bundle):
     assert "frame 0: REPORTED car" in output and "frame 1: SUPPRESSED" in output
 
 
-def write_mcap(path):
+def write_mcap(path, chunk_size=1 << 20):
     from mcap_ros2.writer import Writer
 
     with open(path, "wb") as file:
-        writer = Writer(file)
+        writer = Writer(file, chunk_size=chunk_size)
         image_schema = writer.register_msgdef("sensor_msgs/msg/Image", IMAGE_MSGDEF)
         jpeg_schema = writer.register_msgdef("sensor_msgs/msg/CompressedImage", COMPRESSED_IMAGE_MSGDEF)
         for i in range(3):
@@ -142,6 +142,25 @@ def test_mcap_with_image_and_compressed_topics(tmp_path, color_bundle):
         run(color_bundle, path, topics=["/nope"])
 
 
+def test_damaged_mcap_recordings(tmp_path, color_bundle):
+    whole = tmp_path / "whole.mcap"
+    write_mcap(whole, chunk_size=1)  # a chunk per message, as a long recording has many
+    data = whole.read_bytes()
+    # cut short (power loss): the chunks before the cut are replayed, then one line says why
+    cut = tmp_path / "cut.mcap"
+    cut.write_bytes(data[:len(data) // 2])
+    summary, output = run(color_bundle, cut)
+    assert summary["/camera/image_raw"]["reported"] >= 1
+    assert summary["cut.mcap"]["unreadable"] == 1
+    assert "recording cut short after" in output and "truncated" in output
+    for name, content, problem in (("empty.mcap", b"", "ends early"),
+                                   ("text.mcap", b"not an mcap file at all", "not an MCAP file"),
+                                   ("stub.mcap", data[:40], "cannot read MCAP recording")):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ReplayError, match=problem):
+            run(color_bundle, tmp_path / name)
+
+
 def test_real_driving_crops_with_the_exported_bundle(tmp_path, runtime_bundle):
     for kind in ("vehicles", "non-vehicles"):
         for file in driving_crops(kind, limit=6):
@@ -172,6 +191,23 @@ def test_cli_replay_and_its_errors(tmp_path, color_bundle, capsys):
     assert cli.main(["replay", "--bundle", str(color_bundle), "--input", str(tmp_path / "in"),
                      "--grid", "2by2"]) == 2
     assert "ROWSxCOLS" in capsys.readouterr().err
+    # bad values are refused before any frame is read, each named
+    for options, problem in ((["--out", str(tmp_path)], "is a folder: give a file name"),
+                             (["--confidence", "5"], "confidence threshold must be a number in [0, 1]"),
+                             (["--forgotten-threshold", "nan"], "forgotten_domain threshold"),
+                             (["--topics", "/camera"], "is not an .mcap recording")):
+        assert cli.main(["replay", "--bundle", str(color_bundle), "--input", str(tmp_path / "in"),
+                         *options]) == 2, options
+        assert problem in capsys.readouterr().err, options
+    for options, problem in ((["--batch-size", "0"], "--batch-size: 0 is not an integer >= 1"),
+                             (["--max-frames", "-2"], "--max-frames: -2 is not an integer >= 1")):
+        with pytest.raises(SystemExit):  # argparse: usage and the problem, exit status 2
+            cli.main(["replay", "--bundle", str(color_bundle), "--input", str(tmp_path / "in"), *options])
+        assert problem in capsys.readouterr().err, options
+    # nothing classified (every region outside the frame): exit 2, not a silent empty table
+    assert cli.main(["replay", "--bundle", str(color_bundle), "--input", str(tmp_path / "in"),
+                     "--regions", "500,500,10,10"]) == 2
+    assert "nothing was classified: all 1 frame(s)" in capsys.readouterr().err
 
 
 def test_unfamiliar_items_in_replay_json_and_summary(tmp_path, color_bundle):
@@ -191,7 +227,7 @@ def test_unfamiliar_items_in_replay_json_and_summary(tmp_path, color_bundle):
     assert all(r["results"][0]["reported"] for r in map(json.loads, out.read_text().splitlines()))
     with pytest.raises(ReplayError, match="needs a bundle with an open-set memory bank"):
         run(color_bundle, tmp_path / "in", min_real_similarity=0.5)
-    with pytest.raises(ReplayError, match="between -1 and 1"):
+    with pytest.raises(ValueError, match=r"must be a number in \[-1, 1\]"):
         run(bundle, tmp_path / "in", min_real_similarity=2.0)
 
 

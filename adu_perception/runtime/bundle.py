@@ -29,6 +29,10 @@ REQUIRED_KEYS = ("format", "format_version", "model_file", "model_sha256", "inpu
                  "output_names", "input_size", "embedding_dim", "preprocessing", "class_names",
                  "domain_names", "memorized_domains", "forgotten_domains", "thresholds")
 REQUIRED_THRESHOLDS = ("confidence", "forgotten_domain")
+# What this runtime feeds the graph (runtime.images): a manifest asking for anything else is
+# for another consumer. Keys a manifest leaves out are not checked.
+RUNTIME_PREPROCESSING = {"color": "RGB", "dtype": "uint8", "layout": "NHWC",
+                         "resize": "shorter_side", "crop": "center", "normalization": "in_graph"}
 
 
 class BundleError(ValueError):
@@ -190,8 +194,9 @@ def _open_set(folder: Path, manifest_path: Path, manifest: dict) -> dict:
     actual = _checked_sha256(bank_path, section["bank_sha256"], manifest_path, "memory bank")
     try:
         bank = np.load(bank_path, allow_pickle=False)
-    except (ValueError, OSError) as error:
-        raise BundleError(f"cannot read memory bank {bank_path}: {error}") from None
+    except (ValueError, OSError, EOFError) as error:
+        raise BundleError(f"cannot read memory bank {bank_path} as a numpy .npy array (damaged or "
+                          f"not an .npy file): {error}") from None
     expected = (n_bank, int(manifest["embedding_dim"]))
     if bank.shape != expected or not np.issubdtype(bank.dtype, np.floating):
         raise BundleError(f"memory bank {bank_path} has shape {bank.shape} ({bank.dtype}), the "
@@ -219,7 +224,7 @@ def _read_manifest(manifest_path: Path) -> dict:
     if manifest["format"] != BUNDLE_FORMAT:
         raise BundleError(f"{manifest_path}: format is {manifest['format']!r}, expected "
                           f"{BUNDLE_FORMAT!r}")
-    if manifest["format_version"] not in SUPPORTED_FORMAT_VERSIONS:
+    if isinstance(manifest["format_version"], bool) or manifest["format_version"] not in SUPPORTED_FORMAT_VERSIONS:
         supported = ", ".join(map(str, SUPPORTED_FORMAT_VERSIONS))
         raise BundleError(f"{manifest_path}: format_version {manifest['format_version']!r} is not "
                           f"supported by this runtime (it reads {supported}; a bundle from a newer "
@@ -232,31 +237,46 @@ def _read_manifest(manifest_path: Path) -> dict:
         raise BundleError(f"{manifest_path}: thresholds lack {', '.join(missing)}")
     for key in REQUIRED_THRESHOLDS:
         value = thresholds[key]
-        if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
             raise BundleError(f"{manifest_path}: thresholds.{key} must be a number in [0, 1], "
                               f"got {value!r}")
-    for key in ("class_names", "domain_names"):
+    for key in ("class_names", "domain_names", "memorized_domains", "forgotten_domains"):
         names = manifest[key]
-        if not isinstance(names, list) or not names or len(set(names)) != len(names):
-            raise BundleError(f"{manifest_path}: {key} must be a non-empty list of unique names")
-    unknown = [d for d in manifest["memorized_domains"] + manifest["forgotten_domains"]
-               if d not in manifest["domain_names"]]
+        if not isinstance(names, list) or not names or len(set(map(str, names))) != len(names) \
+                or not all(isinstance(name, str) and name for name in names):
+            raise BundleError(f"{manifest_path}: {key} must be a non-empty list of unique names "
+                              f"(strings), got {names!r}")
+    memorized, forgotten = manifest["memorized_domains"], manifest["forgotten_domains"]
+    unknown = [d for d in memorized + forgotten if d not in manifest["domain_names"]]
     if unknown:
         raise BundleError(f"{manifest_path}: memorized/forgotten domains {unknown} are not in "
                           f"domain_names {manifest['domain_names']}")
-    if sorted(manifest["output_names"]) != sorted(OUTPUT_NAMES):
+    both = [d for d in memorized if d in forgotten]
+    if both:
+        raise BundleError(f"{manifest_path}: domains {both} are both memorized and forgotten")
+    _check_preprocessing(manifest["preprocessing"], manifest_path)
+    if not isinstance(manifest["output_names"], list) or sorted(manifest["output_names"]) != sorted(OUTPUT_NAMES):
         raise BundleError(f"{manifest_path}: output_names {manifest['output_names']} must be "
                           f"{list(OUTPUT_NAMES)}")
     for key in ("input_size", "embedding_dim"):
-        if not isinstance(manifest[key], int) or manifest[key] <= 0:
+        if isinstance(manifest[key], bool) or not isinstance(manifest[key], int) or manifest[key] <= 0:
             raise BundleError(f"{manifest_path}: {key} must be a positive integer, got "
                               f"{manifest[key]!r}")
     return manifest
 
 
+def _check_preprocessing(preprocessing, manifest_path: Path) -> None:
+    if not isinstance(preprocessing, dict):
+        raise BundleError(f"{manifest_path}: preprocessing must be an object, got {preprocessing!r}")
+    for key, value in RUNTIME_PREPROCESSING.items():
+        if key in preprocessing and preprocessing[key] != value:
+            raise BundleError(f"{manifest_path}: preprocessing.{key} is {preprocessing[key]!r}, but this "
+                              f"runtime feeds the graph {value!r} (the export writes {value!r})")
+
+
 def graph_io(model_path: Path):
-    """The graph's inputs [(name, element type, dims)] and outputs {name: dims}; dims are ints
-    where fixed and a symbol (str) where dynamic. Reads the graph with onnx; an edge image
+    """The graph's inputs [(name, element type, dims)] and outputs {name: (element type, dims)};
+    dims are ints where fixed and a symbol (str) where dynamic. Reads the graph with onnx; an edge image
     without the onnx package uses an ONNX Runtime session instead."""
     try:
         import onnx
@@ -271,10 +291,15 @@ def graph_io(model_path: Path):
         model = onnx.load(str(model_path), load_external_data=False)
     except Exception as error:  # protobuf raises several types for a damaged file
         raise BundleError(f"cannot read ONNX graph {model_path}: {error}") from None
+    if not model.graph.node:  # protobuf parses an empty file, or some other data, as an empty model
+        raise BundleError(f"{model_path} holds no ONNX graph (empty, or not an ONNX model)")
     constants = {init.name for init in model.graph.initializer}
-    inputs = [(i.name, onnx.TensorProto.DataType.Name(i.type.tensor_type.elem_type).lower(), dims(i))
-              for i in model.graph.input if i.name not in constants]
-    return inputs, {o.name: dims(o) for o in model.graph.output}
+
+    def element_type(value_info):
+        return onnx.TensorProto.DataType.Name(value_info.type.tensor_type.elem_type).lower()
+
+    inputs = [(i.name, element_type(i), dims(i)) for i in model.graph.input if i.name not in constants]
+    return inputs, {o.name: (element_type(o), dims(o)) for o in model.graph.output}
 
 
 def _graph_io_onnxruntime(model_path: Path):
@@ -288,9 +313,11 @@ def _graph_io_onnxruntime(model_path: Path):
     def dims(shape):
         return [d if isinstance(d, int) else (d or "?") for d in shape]
 
-    inputs = [(i.name, i.type.replace("tensor(", "").rstrip(")"), dims(i.shape))
-              for i in session.get_inputs()]
-    return inputs, {o.name: dims(o.shape) for o in session.get_outputs()}
+    def element_type(node_arg):
+        return node_arg.type.replace("tensor(", "").rstrip(")")
+
+    inputs = [(i.name, element_type(i), dims(i.shape)) for i in session.get_inputs()]
+    return inputs, {o.name: (element_type(o), dims(o.shape)) for o in session.get_outputs()}
 
 
 def _check_graph(bundle: Bundle) -> None:
@@ -308,6 +335,9 @@ def _check_graph(bundle: Bundle) -> None:
     if len(dims) != 4 or dims[1:] != [size, size, 3]:
         raise BundleError(f"{where}: input shape {dims} disagrees with manifest input_size "
                           f"{size} (expected [N, {size}, {size}, 3])")
+    if isinstance(dims[0], int):
+        raise BundleError(f"{where}: the input's batch dimension is fixed at {dims[0]}; the runtime "
+                          f"sends batches of any size (adu export writes a dynamic one)")
     missing = [name for name in OUTPUT_NAMES if name not in outputs]
     if missing:
         raise BundleError(f"{where}: graph lacks outputs {missing} (has {list(outputs)})")
@@ -316,7 +346,9 @@ def _check_graph(bundle: Bundle) -> None:
                 "domain_probs": ("domain", len(bundle.domain_names)),
                 "embeddings": ("embedding", bundle.embedding_dim)}
     for name, (what, count) in expected.items():
-        shape = outputs[name]
+        element_type, shape = outputs[name]
+        if element_type != "float":
+            raise BundleError(f"{where}: output {name} is {element_type}, not float (float32)")
         if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != count):
             raise BundleError(f"{where}: output {name} has shape {shape}, but the manifest has "
                               f"{count} {what} entries")

@@ -126,6 +126,10 @@ def resize_center_crop(image: np.ndarray, size: int) -> np.ndarray:
 
 def preprocess(crops: Sequence[np.ndarray], size: int) -> np.ndarray:
     """RGB crops of any size -> the model's input batch uint8 [N, size, size, 3]."""
+    for index, crop in enumerate(crops):
+        if not isinstance(crop, np.ndarray) or crop.dtype != np.uint8 or crop.ndim != 3 or crop.shape[2] != 3:
+            what = (f"{crop.dtype} {crop.shape}" if isinstance(crop, np.ndarray) else type(crop).__name__)
+            raise ImageFormatError(f"crop {index} must be a uint8 RGB image [H, W, 3], got {what}")
     return np.stack([resize_center_crop(crop, size) for crop in crops])
 
 

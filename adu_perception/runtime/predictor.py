@@ -54,8 +54,12 @@ class Predictor:
         self.bundle: Bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         if backend not in BACKENDS:
             raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        if precision is not None and precision not in ENGINE_PRECISIONS:
+            raise BackendError(f"unknown engine precision {precision!r}; choose one of "
+                               f"{', '.join(ENGINE_PRECISIONS)}")
         self.requested = backend
-        self._run, self.backend, self.detail = self._open(backend, threads, precision)
+        run, self.backend, self.detail = self._open(backend, threads, precision)
+        self._run = _finite_outputs(run, self.bundle)
         log.info("inference backend: %s (%s)", self.backend, self.detail)
         self._check_output_widths()
 
@@ -75,6 +79,8 @@ class Predictor:
                        regions=None, min_real_similarity: Optional[float] = None) -> List[Decision]:
         """classify for RGB crops of any size (uint8 [H, W, 3] each): each is resized and
         centre-cropped to the input size and, with a texture head, to its larger size too."""
+        if len(crops) == 0:
+            return []
         texture = self.bundle.texture
         return self.classify(preprocess(crops, self.bundle.input_size), confidence, forgotten_domain,
                              top_k, regions, min_real_similarity,
@@ -103,6 +109,11 @@ class Predictor:
         if bundle.open_set is None and min_real_similarity is not None:
             raise ValueError(f"min_real_similarity given, but bundle {bundle.path} has no open-set "
                              f"memory bank ({bundle.notes})")
+        for name, value, low in (("confidence", confidence, 0.0), ("forgotten_domain", forgotten_domain, 0.0),
+                                 ("min_real_similarity", min_real_similarity, -1.0)):
+            check_threshold(name, value, low)
+        if regions is not None and len(regions) != len(images):
+            raise ValueError(f"{len(regions)} regions given for {len(images)} images (one each)")
         outputs = self.predict(images)
         similarity = threshold = None
         if bundle.open_set is not None:
@@ -151,6 +162,35 @@ class Predictor:
                 raise BundleError(f"{self.bundle.model_path}: output {name} has shape "
                                   f"{outputs[name].shape} for one image, the manifest implies "
                                   f"(1, {width})")
+
+
+def check_threshold(name: str, value, low: float = 0.0) -> None:
+    """A threshold given in place of the bundle's: None, or a number in [low, 1] (ValueError)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) \
+            or not low <= value <= 1.0:  # NaN fails the range test too
+        raise ValueError(f"{name} threshold must be a number in [{low:g}, 1], got {value!r}")
+
+
+def _finite_outputs(run: Callable, bundle: Bundle) -> Callable:
+    """`run`, refusing outputs that hold NaN or inf: every comparison of the decision rule is
+    false for NaN, so such an item would be reported (an fp16 overflow in an engine, a
+    damaged graph). The warm-up run meets it first, so a graph that always does it never loads."""
+    def checked(images: np.ndarray) -> Dict[str, np.ndarray]:
+        outputs = run(images)
+        for name, values in outputs.items():
+            values = np.asarray(values)
+            if not np.issubdtype(values.dtype, np.floating):
+                raise BundleError(f"{bundle.model_path}: output {name} is {values.dtype}, not float")
+            if not np.isfinite(values).all():
+                bad = int((~np.isfinite(values.reshape(len(values), -1))).any(axis=1).sum())
+                raise BackendError(f"{bundle.model_path}: output {name} holds NaN or inf for {bad} of "
+                                   f"{len(values)} images (numerical overflow in the backend or a "
+                                   f"damaged graph); nothing was decided for them")
+        return outputs
+
+    return checked
 
 
 def _open_onnxruntime(bundle: Bundle, backend: str, threads: int) -> Tuple[Callable, str, str]:

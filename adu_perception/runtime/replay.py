@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from . import images
-from .predictor import Predictor
+from .predictor import Predictor, check_threshold
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,9 @@ class Frame:
 
 def iter_frames(path, topics: Optional[Sequence[str]] = None) -> Iterator[Frame]:
     path = Path(path)
+    if topics and path.suffix.lower() != ".mcap":
+        raise ReplayError(f"topics {list(topics)} given, but {path} is not an .mcap recording "
+                          f"(topics choose the image streams of an MCAP file)")
     if path.is_dir():
         return _folder_frames(path)
     if not path.is_file():
@@ -90,13 +93,46 @@ def _video_frames(path: Path) -> Iterator[Frame]:
         raise ReplayError(f"no frames could be read from video {path}")
 
 
+# What each of the mcap package's read errors means for a recording.
+MCAP_PROBLEMS = {"InvalidMagic": "not an MCAP file (it does not start with MCAP's magic bytes)",
+                 "EndOfFile": "the file ends early (truncated, or still being written?)",
+                 "RecordLengthLimitExceeded": "a damaged record (truncated or corrupt file?)"}
+
+
 def _mcap_frames(path: Path, topics: Optional[Sequence[str]]) -> Iterator[Frame]:
-    from mcap.reader import make_reader
+    """The recording's image messages; a read error after some of them ends it with one
+    unreadable frame that says why (those read are kept), before any is a ReplayError."""
+    from mcap.exceptions import McapError
+
+    read = 0
+    try:
+        for frame in _mcap_messages(path, topics):
+            read += 1
+            yield frame
+    except McapError as error:
+        problem = MCAP_PROBLEMS.get(type(error).__name__, f"{type(error).__name__}: {error}")
+        if not read:
+            raise ReplayError(f"cannot read MCAP recording {path}: {problem}") from None
+        yield Frame(path.name, "end of recording", None,
+                    f"recording cut short after {read} image messages: {problem}")
+
+
+def _mcap_messages(path: Path, topics: Optional[Sequence[str]]) -> Iterator[Frame]:
+    from mcap.exceptions import InvalidMagic, McapError
+    from mcap.reader import NonSeekingReader, make_reader
     from mcap_ros2.decoder import DecoderFactory
 
     with open(path, "rb") as file:
         reader = make_reader(file, decoder_factories=[DecoderFactory()])
-        summary = reader.get_summary()
+        try:
+            summary = reader.get_summary()
+        except InvalidMagic:
+            raise
+        except McapError as error:  # no readable end (a recording cut short): read from the start
+            log.warning("%s has no readable summary (%s): reading it front to back", path,
+                        MCAP_PROBLEMS.get(type(error).__name__, error))
+            file.seek(0)
+            reader, summary = NonSeekingReader(file, decoder_factories=[DecoderFactory()]), None
         if summary is not None:
             available = {channel.topic: summary.schemas[channel.schema_id].name
                          for channel in summary.channels.values() if channel.schema_id in summary.schemas}
@@ -112,7 +148,9 @@ def _mcap_frames(path: Path, topics: Optional[Sequence[str]]) -> Iterator[Frame]
                                   f"(topics: {available})")
             topics = image_topics
         counters = Counter()
-        for schema, channel, _, msg in reader.iter_decoded_messages(topics=topics):
+        # front to back: as recorded (sorting by log time would need the whole file first)
+        in_order = {} if summary is not None else {"log_time_order": False}
+        for schema, channel, _, msg in reader.iter_decoded_messages(topics=topics, **in_order):
             convert = IMAGE_SCHEMAS.get(schema.name if schema else "")
             if convert is None:
                 continue
@@ -197,8 +235,14 @@ def replay(bundle, input_path, regions=None, grid=None, backend: str = "auto",
     context_margin: as the node's parameter, for --regions (not grid tiles)."""
     if not 0.0 <= context_margin <= 1.0:
         raise ReplayError(f"context margin {context_margin} is not between 0 and 1")
-    if min_real_similarity is not None and not -1.0 <= min_real_similarity <= 1.0:
-        raise ReplayError(f"min real similarity {min_real_similarity} is not between -1 and 1")
+    check_threshold("confidence", confidence)
+    check_threshold("forgotten_domain", forgotten_domain)
+    check_threshold("min_real_similarity", min_real_similarity, low=-1.0)
+    if out and Path(out).is_dir():
+        raise ReplayError(f"output {out} is a folder: give a file name, e.g. {Path(out) / 'replay.jsonl'}")
+    for name, value in (("batch size", batch_size), ("top k", top_k), ("max frames", max_frames)):
+        if value is not None and value < 1:
+            raise ReplayError(f"{name} {value} is not an integer >= 1")
     predictor = Predictor(bundle, backend=backend)
     if min_real_similarity is not None and predictor.bundle.open_set is None:
         raise ReplayError(f"--min-real-similarity needs a bundle with an open-set memory bank: "
