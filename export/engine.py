@@ -154,6 +154,8 @@ def build_engine(bundle_dir, precision: str = "fp16", workspace_mib: int = 2048,
     if precision == "int8" and not calib_dir:
         raise EngineError("int8 needs --calib-dir with representative images")
     bundle = _load_bundle(bundle_dir)
+    # read before TensorRT parses the model: a bad folder is named in seconds, not minutes
+    calibration = load_calibration_images(calib_dir, bundle.input_size) if precision == "int8" else None
     trt, gpu_name, capability = import_tensorrt()
 
     keys = engine_keys(bundle.model_sha256, trt.__version__, gpu_name, capability, precision)
@@ -185,11 +187,10 @@ def build_engine(bundle_dir, precision: str = "fp16", workspace_mib: int = 2048,
         log.info("pinned %d LayerNorm/Softmax/reduction layers to fp32", _pin_fp32_layers(trt, network))
     if precision == "int8":
         config.set_flag(trt.BuilderFlag.INT8)
-        images = load_calibration_images(calib_dir, size)
         cache = plan.with_suffix(".calib")
-        config.int8_calibrator = _make_calibrator(trt, images, min(8, max_batch), cache)
+        config.int8_calibrator = _make_calibrator(trt, calibration, min(8, max_batch), cache)
         config.set_calibration_profile(profile)
-        log.info("int8 calibration on %d images from %s", len(images), calib_dir)
+        log.info("int8 calibration on %d images from %s", len(calibration), calib_dir)
 
     log.info("building %s engine for %s (sm%d%d), batch %d..%d; this takes minutes",
              precision, gpu_name, *capability, min_batch, max_batch)

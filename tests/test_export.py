@@ -441,6 +441,12 @@ def tensorrt_and_gpu():
 HAVE_TRT, NO_TRT_REASON = tensorrt_and_gpu()
 
 
+def test_int8_calibration_images_are_read_before_tensorrt_is_needed(tiny_bundle, tmp_path):
+    # with or without TensorRT, a bad --calib-dir is named first (not after minutes of parsing)
+    with pytest.raises(EngineError, match="no readable images in calibration folder"):
+        engine_module.build_engine(tiny_bundle, precision="int8", calib_dir=tmp_path / "none")
+
+
 @pytest.mark.skipif(HAVE_TRT, reason="TensorRT and a GPU are present: the engine gets built")
 def test_engine_command_without_tensorrt_or_gpu_exits_nonzero_with_a_clear_message(tiny_bundle, capsys):
     from adu_perception.cli import main

@@ -98,6 +98,20 @@ def test_video_file(tmp_path, color_bundle):
     assert "frame 0: REPORTED car" in output and "frame 1: SUPPRESSED" in output
 
 
+def test_a_truncated_video_replays_what_it_holds_and_says_so(tmp_path, color_bundle, caplog):
+    path = tmp_path / "drive.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for i in range(10):
+        writer.write(cv2.cvtColor(solid(GREEN if i % 2 == 0 else RED), cv2.COLOR_RGB2BGR))
+    writer.release()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(path.read_bytes()[:path.stat().st_size * 9 // 10])  # the index at the end is lost
+    summary, _ = run(color_bundle, cut)
+    read = summary["cut.avi"]["frames"]
+    assert 0 < read < 10
+    assert f"read {read} of the 10 frames its header lists" in caplog.text
+
+
 def write_mcap(path, chunk_size=1 << 20):
     from mcap_ros2.writer import Writer
 

@@ -87,9 +87,9 @@ def _checked_sha256(path: Path, expected, manifest_path: Path, what: str) -> str
 
 def load_bundle(path) -> Bundle:
     """Read and validate the bundle folder at `path`; raises BundleError."""
-    folder = Path(path).expanduser()
-    if not str(path).strip():
+    if path is None or not str(path).strip():
         raise BundleError("no bundle given (empty path)")
+    folder = Path(path).expanduser()
     if not folder.exists():
         raise BundleError(f"bundle folder not found: {folder}")
     if not folder.is_dir():

@@ -88,9 +88,13 @@ def _video_frames(path: Path) -> Iterator[Frame]:
                         stamp=capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0)
             index += 1
     finally:
+        expected = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))  # from the container: 0 if unknown
         capture.release()
     if index == 0:
         raise ReplayError(f"no frames could be read from video {path}")
+    if index < expected:
+        log.warning("video %s: read %d of the %d frames its header lists (truncated or damaged?)",
+                    path, index, expected)
 
 
 # What each of the mcap package's read errors means for a recording.
