@@ -37,6 +37,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
 from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -54,7 +55,10 @@ from .pairing import StampPairer
 NODE_NAME = "classifier_node"
 QOS_CHOICES = ("reliable", "sensor_data")
 LATENCY_WINDOW = 1000  # latest latencies kept for the percentiles
-OUTSIDE_FRAME = "outside_frame"  # reason for a box that does not overlap the frame
+# Reasons for a box the model never saw (the decision rule's reasons are runtime.decision's)
+OUTSIDE_FRAME = "outside_frame"  # the box does not overlap the frame
+INVALID_BOX = "invalid_box"      # no area, or non-finite or absurd coordinates
+INVALID_FRAME = "invalid_frame"  # the image itself could not be read (the log says why)
 
 
 class ConfigError(ValueError):
@@ -166,6 +170,11 @@ def _as_double(parameter: Parameter) -> Parameter:
     return parameter
 
 
+def _bbox_text(bbox) -> str:
+    return (f"centre ({bbox.center.position.x}, {bbox.center.position.y}), size "
+            f"({bbox.size_x}, {bbox.size_y})")
+
+
 def _stamp(header) -> Tuple[int, int]:
     return header.stamp.sec, header.stamp.nanosec
 
@@ -192,7 +201,7 @@ class ClassifierNode(Node):
         if not checked.successful:
             raise ConfigError(checked.reason)
         self.add_pre_set_parameters_callback(lambda parameters: [_as_double(p) for p in parameters])
-        self.add_on_set_parameters_callback(self._validate_parameters)
+        self.add_on_set_parameters_callback(self._validate_change)
         self.add_post_set_parameters_callback(lambda _: self._apply_settings())
         self._apply_settings()
         self._throttle = float(self._value("log_throttle_sec"))
@@ -336,6 +345,14 @@ class ClassifierNode(Node):
                 header, self.bundle.class_names, self.settings.confidence))
 
     # -- parameters at run time -------------------------------------------------------------
+    def _validate_change(self, parameters) -> SetParametersResult:
+        """A change at run time: _validate_parameters, and regions may not be deleted (rclpy
+        would undeclare it, being dynamically typed, and no later change could be applied)."""
+        if any(p.name == "regions" and p.type_ == T.NOT_SET for p in parameters):
+            return SetParametersResult(successful=False, reason="regions cannot be deleted or "
+                                       "unset; set it to [] for no regions")
+        return self._validate_parameters(parameters)
+
     def _validate_parameters(self, parameters) -> SetParametersResult:
         """Checks the descriptor ranges cannot express (types and ranges rclpy checks itself)."""
         for parameter in parameters:
@@ -451,15 +468,22 @@ class ClassifierNode(Node):
             self._count("invalid")
             self.get_logger().warning(f"skipping frame from '{msg.header.frame_id}': {error}",
                                       throttle_duration_sec=self._throttle)
+            # a detector's boxes still get one answer each (suppressed), so a consumer waiting
+            # on this stamp hears back; the JSON says why
+            boxes = vision_io.boxes_from_detections(detections) if detections is not None else []
+            self._publish(msg, None, None, boxes, [self._unseen(box, INVALID_FRAME) for box in boxes],
+                          received, error=str(error))
             return
         self._frame_size = (width, height)
-        valid = [i for i, box in enumerate(boxes) if images.inside(box.region, width, height)]
+        valid = [i for i, box in enumerate(boxes)
+                 if box.region is not None and images.inside(box.region, width, height)]
         if len(valid) < len(boxes):
             first = next(box for i, box in enumerate(boxes) if i not in valid)
             self.get_logger().warning(
                 f"{len(boxes) - len(valid)} boxes lie outside the {width}x{height} frame from "
-                f"'{msg.header.frame_id}' (first: id {first.id}, {first.region}); reported as "
-                f"suppressed, reason {OUTSIDE_FRAME}", throttle_duration_sec=self._throttle)
+                f"'{msg.header.frame_id}' or have no valid area (first: id {first.id}, "
+                f"{first.region or _bbox_text(first.bbox)}); reported as suppressed, reason "
+                f"{OUTSIDE_FRAME} or {INVALID_BOX}", throttle_duration_sec=self._throttle)
         decisions = {}
         if valid:
             crops = images.crop_regions(rgb, [boxes[i].region for i in valid], margin)
@@ -470,7 +494,9 @@ class ClassifierNode(Node):
             decisions = dict(zip(valid, found))
         if self._stop_event.is_set():
             return  # shutting down while the model ran: the outputs may be gone
-        results = [self._result(box, decisions.get(i)) for i, box in enumerate(boxes)]
+        results = [self._unseen(box, OUTSIDE_FRAME if box.region is not None else INVALID_BOX)
+                   if i not in decisions else {"id": box.id, **decisions[i].to_dict()}
+                   for i, box in enumerate(boxes)]
         self._publish(msg, width, height, boxes, results, received)
         if settings.overlay and self._overlay_pub.get_subscription_count() > 0:
             self._overlay_pub.publish(self._overlay(msg, rgb, list(decisions.values())))
@@ -480,17 +506,14 @@ class ClassifierNode(Node):
             self._counts["boxes_outside"] += len(boxes) - len(valid)
 
     @staticmethod
-    def _result(box, decision) -> dict:
-        """The JSON entry of one box: its id and decision (or why it was not classified)."""
-        if decision is None:
-            x, y, w, h = box.region
-            return {"id": box.id, "reported": False, "suppressed": True, "reason": OUTSIDE_FRAME,
-                    "label": None, "score": 0.0, "domain": None, "domain_score": 0.0,
-                    "p_forgotten": 0.0, "real_similarity": None, "p_texture": None, "top_k": [],
-                    "region": [x, y, w, h]}
-        return {"id": box.id, **decision.to_dict()}
+    def _unseen(box, reason: str) -> dict:
+        """The JSON entry of a box the model did not see, and why (region null: invalid box)."""
+        return {"id": box.id, "reported": False, "suppressed": True, "reason": reason,
+                "label": None, "score": 0.0, "domain": None, "domain_score": 0.0,
+                "p_forgotten": 0.0, "real_similarity": None, "p_texture": None, "top_k": [],
+                "region": None if box.region is None else list(box.region)}
 
-    def _publish(self, msg, width, height, boxes, results, received: float):
+    def _publish(self, msg, width, height, boxes, results, received: float, error: Optional[str] = None):
         latency = time.monotonic() - received
         now_ns = self.get_clock().now().nanoseconds
         stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
@@ -502,6 +525,7 @@ class ClassifierNode(Node):
             "backend": self.predictor.backend,
             "latency_ms": round(latency * 1000, 3),
             "stamp_latency_ms": None if stamp_latency is None else round(stamp_latency * 1000, 3),
+            **({} if error is None else {"error": error}),
             "results": results})))
         if self._vision_pubs is not None:
             out = {"reported": [], "suppressed": []}
@@ -510,6 +534,8 @@ class ClassifierNode(Node):
                     vision_io.detection(msg.header, box, result["top_k"]))
             for kind, detections in out.items():
                 self._vision_pubs[kind].publish(vision_io.detection_array(msg.header, detections))
+        if error is not None:
+            return  # not a model run: kept out of the latency statistics
         with self._lock:
             self._latencies.append(time.monotonic() - received)
             if stamp_latency is not None:
@@ -621,8 +647,8 @@ def main(args=None) -> int:
         node = ClassifierNode()
         executor.add_node(node)
         executor.spin()
-    except (BundleError, BackendError, ConfigError) as error:
-        # One clear line, no traceback: the usual cause is a wrong path or backend.
+    except (BundleError, BackendError, ConfigError, ParameterException) as error:
+        # One clear line, no traceback: the usual cause is a wrong path, backend or value.
         rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {error}")
         status = 1
     except (KeyboardInterrupt, ExternalShutdownException):

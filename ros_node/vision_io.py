@@ -20,21 +20,28 @@ MISSING = ("vision_msgs is not installed (run `make install` beside ../shared/ve
            "install ros-<distro>-vision-msgs)")
 
 
+MAX_COORDINATE = 2 ** 31  # pixels: edges beyond this are no camera's (and overflow integers)
+
+
 class Box(NamedTuple):
     """One box to classify: its id, its pixel region and the bbox to hand back unchanged."""
     id: str
-    region: tuple             # (x, y, width, height) in pixels, may lie partly outside the frame
+    region: Optional[tuple]   # (x, y, width, height) in pixels, may lie partly outside the frame;
+                              # None: the input box is invalid (region_of says why)
     bbox: Optional[object]    # vision_msgs/BoundingBox2D of the input, or None (built from region)
 
 
-def region_of(bbox) -> tuple:
-    """BoundingBox2D (centre + size, floating point pixels) -> integer (x, y, w, h).
+def region_of(bbox) -> Optional[tuple]:
+    """BoundingBox2D (centre + size, floating point pixels) -> integer (x, y, w, h), or None
+    for a box with no area, or non-finite or absurd (beyond MAX_COORDINATE) edges.
     Edges are rounded, so a box that came from integer pixels maps back exactly."""
     cx, cy = bbox.center.position.x, bbox.center.position.y
-    if not all(map(math.isfinite, (cx, cy, bbox.size_x, bbox.size_y))):
-        return (0, 0, 0, 0)
-    x0, y0 = round(cx - bbox.size_x / 2), round(cy - bbox.size_y / 2)
-    x1, y1 = round(cx + bbox.size_x / 2), round(cy + bbox.size_y / 2)
+    edges = (cx - bbox.size_x / 2, cy - bbox.size_y / 2, cx + bbox.size_x / 2, cy + bbox.size_y / 2)
+    if not all(math.isfinite(e) and abs(e) < MAX_COORDINATE for e in edges):
+        return None
+    x0, y0, x1, y1 = map(round, edges)
+    if x1 <= x0 or y1 <= y0:
+        return None
     return int(x0), int(y0), int(x1 - x0), int(y1 - y0)
 
 

@@ -184,7 +184,11 @@ def test_malformed_frames_are_skipped_and_counted_and_the_node_keeps_answering(
                      f"frame {msg.header.frame_id!r} counted invalid")
     after = harness.ask(image_msg(random_frame(5), "bgr8", frame_id="good_after"))
     assert after["results"]
-    assert not any(r["frame_id"] in ("bayer", "short", "empty", "bad_step") for r in harness.results)
+    # each bad frame is answered with why and no result (no detector: no box to answer for)
+    answered = {r["frame_id"]: r for r in harness.results if "error" in r}
+    assert set(answered) == {"bayer", "short", "empty", "bad_step"}
+    assert all(r["results"] == [] and r["width"] is None for r in answered.values())
+    assert "unsupported encoding 'bayer_rggb8'" in answered["bayer"]["error"]
 
     def reported():
         """Diagnostics values once they count the 4 bad frames and both good ones."""
@@ -364,6 +368,53 @@ def test_extreme_aspect_ratio_and_out_of_frame_regions(harness_factory, color_bu
     assert harness.node.stats()["boxes_outside"] == 1
 
 
+def test_bad_boxes_and_bad_frames_still_get_one_answer_per_box(harness_factory, color_bundle):
+    vision_msgs = pytest.importorskip("vision_msgs.msg")
+    harness = harness_factory("/boxes", color_bundle, use_detections=True)
+    detector = harness.tester.create_publisher(vision_msgs.Detection2DArray, "/boxes/detections", 10)
+    harness.wait(lambda: detector.get_subscription_count() > 0, "node subscribed to the detector")
+
+    def send(image, items):
+        """items: (id, centre x, centre y, size x, size y) in float pixels."""
+        array = vision_msgs.Detection2DArray(header=image.header)
+        for box_id, cx, cy, sx, sy in items:
+            detection = vision_msgs.Detection2D(header=image.header, id=box_id)
+            detection.bbox.center.position.x, detection.bbox.center.position.y = cx, cy
+            detection.bbox.size_x, detection.bbox.size_y = sx, sy
+            array.detections.append(detection)
+        detector.publish(array)
+        return {r["id"]: r for r in harness.ask(image)["results"]}
+
+    good = ("car", 150.0, 50.0, 60.0, 60.0)
+    bad = [("nan", float("nan"), 50.0, 10.0, 10.0), ("overflow", 1.5e308, 50.0, 1e308, 10.0),
+           ("flat", 50.0, 50.0, 0.0, 20.0), ("negative", 50.0, 50.0, -20.0, -20.0)]
+    results = send(image_msg(billboard_and_car(), "rgb8", stamp=(5, 0), frame_id="mixed"), [good, *bad])
+    assert (results["car"]["reported"], results["car"]["label"]) == (True, "car")  # not lost with them
+    for box_id, *_ in bad:
+        assert (results[box_id]["reason"], results[box_id]["region"]) == ("invalid_box", None), box_id
+    # an unreadable image: each of its boxes is answered as suppressed, with the header and why
+    broken = image_msg(billboard_and_car(), "rgb8", stamp=(6, 0), frame_id="broken")
+    broken.encoding = "32FC1"
+    answer = send(broken, [good, ("sign", 40.0, 40.0, 20.0, 20.0)])
+    assert {r["reason"] for r in answer.values()} == {"invalid_frame"} and len(answer) == 2
+    (message,) = [r for r in harness.results if r["frame_id"] == "broken"]
+    assert "unsupported encoding '32fc1'" in message["error"].lower() and message["stamp"]["sec"] == 6
+    assert send(image_msg(billboard_and_car(), "rgb8", stamp=(7, 0), frame_id="after"), [good])["car"]["reported"]
+
+
+def test_regions_cannot_be_deleted_at_run_time(harness_factory, color_bundle):
+    from rcl_interfaces.msg import ParameterType
+
+    harness = harness_factory("/keep", color_bundle)
+    assert harness.set(regions=[0, 0, 50, 50])[0].successful
+    (refused,) = harness.node.set_parameters([Parameter("regions", Parameter.Type.NOT_SET)])
+    assert not refused.successful and "cannot be deleted" in refused.reason
+    assert ParameterType.PARAMETER_INTEGER_ARRAY == harness.node.get_parameter("regions").type_.value
+    # later changes still apply, and what the node uses is what its parameters say
+    assert harness.set(confidence_threshold=0.99)[0].successful
+    assert harness.node.settings.confidence == 0.99 and harness.node.settings.regions == ((0, 0, 50, 50),)
+
+
 def test_start_up_refusals_are_one_clear_line(ros, tmp_path, color_bundle):
     with pytest.raises(BundleError, match="bundle folder not found"):
         ClassifierNode(parameter_overrides=[Parameter("bundle", value=str(tmp_path / "nope"))])
@@ -372,7 +423,10 @@ def test_start_up_refusals_are_one_clear_line(ros, tmp_path, color_bundle):
                                ([f"bundle:={color_bundle}", "backend:=cuda-please"],
                                 "parameter backend='cuda-please': choose one of auto"),
                                ([f"bundle:={color_bundle}", "qos:=fast"],
-                                "parameter qos='fast': choose one of reliable, sensor_data")):
+                                "parameter qos='fast': choose one of reliable, sensor_data"),
+                               ([f"bundle:={color_bundle}", "confidence_threshold:=3.0"],
+                                "confidence_threshold"),
+                               ([f"bundle:={color_bundle}", "top_k:=abc"], "top_k")):
         ros_args = [item for a in arguments for item in ("-p", a)]
         run = subprocess.run([sys.executable, "-m", "adu_perception.ros_node.classifier_node",
                               "--ros-args", *ros_args], capture_output=True, text=True, timeout=60)

@@ -75,9 +75,15 @@ def test_boxes_round_trip_between_pixels_and_vision_msgs():
         pytest.skip("vision_msgs is not installed: run `make install` with ../shared/vendor")
     for region in [(0, 0, 10, 10), (3, 7, 101, 33), (-5, -5, 11, 3)]:
         assert vision_io.region_of(vision_io.bbox_of(region)) == region
+    # invalid boxes have no region (the node suppresses them as invalid_box, each named)
+    for field, value in (("size_x", float("nan")), ("size_x", float("inf")), ("size_x", 0.0),
+                         ("size_y", -20.0), ("size_x", 0.4), ("size_x", 1e308)):
+        bbox = vision_io.bbox_of((0, 0, 4, 4))
+        setattr(bbox, field, value)
+        assert vision_io.region_of(bbox) is None, (field, value)
     bbox = vision_io.bbox_of((0, 0, 4, 4))
-    bbox.size_x = float("nan")
-    assert vision_io.region_of(bbox) == (0, 0, 0, 0)  # never inside a frame: reported outside
+    bbox.center.position.x = 1.5e308  # finite, but its edges overflow: no integer region
+    assert vision_io.region_of(bbox) is None
 
 
 # -- the open-set rule in the running node (in-process rclpy, the node tests' Harness) ---------
@@ -137,8 +143,9 @@ def test_node_json_carries_real_similarity_and_unfamiliar_boxes_go_to_suppressed
         for harness in harnesses:
             harness.close()
         rclpy.shutdown()
-    outside = ClassifierNode._result(_box((500, 500, 10, 10)), None)
-    assert (outside["reason"], outside["real_similarity"]) == (OUTSIDE_FRAME, None)
+    outside = ClassifierNode._unseen(_box((500, 500, 10, 10)), OUTSIDE_FRAME)
+    assert (outside["reason"], outside["real_similarity"], outside["region"]) == (
+        OUTSIDE_FRAME, None, [500, 500, 10, 10])
 
 
 def _box(region):
