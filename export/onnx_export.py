@@ -344,6 +344,10 @@ def export_bundle(run_dir, out_dir, opset: int = MIN_OPSET, parity_images: int =
     payload = load_checkpoint(checkpoint)
     if not payload.get("complete"):
         raise ExportError(f"run {run_dir} has not finished training (epoch {payload.get('epoch')})")
+    if not payload["config"].get("epochs") or payload["config"].get("method") == "zeroshot":
+        log.warning("run %s trained nothing (method %s, %s epochs): its prompts and domain head are "
+                    "as initialised, so the bundle's decisions are no ADU model's", run_dir,
+                    payload["config"].get("method"), payload["config"].get("epochs"))
     model, _ = model_from_checkpoint(payload)
     model = model.float().eval().with_folded_text()
     mean, std, size = payload["mean"], payload["std"], int(payload["image_size"])

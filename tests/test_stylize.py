@@ -89,6 +89,16 @@ def test_stylize_folder_layout_and_corrupt_file(tmp_path):
         stylize_folder(src, tmp_path / "out2", ["nope"], ["photo"], seed=0)
 
 
+def test_images_sharing_a_stem_keep_their_own_output_file(tmp_path):
+    src = _write_tree(tmp_path / "src")
+    cv2.imwrite(str(src / "sketch" / "car" / "img0.png"), _photo("car", 40, 5)[..., ::-1])  # photo's stem
+    cv2.imwrite(str(src / "photo" / "car" / "img0.bmp"), _photo("car", 40, 6)[..., ::-1])  # other suffix
+    counts = stylize_folder(src, tmp_path / "out", ["screen"], ["photo", "sketch"], seed=0, size=32)
+    written = sorted(p.name for p in (tmp_path / "out" / "screen" / "car").iterdir())
+    assert counts["written"]["screen"] == counts["images"] == len(written) + 1  # + the bus image
+    assert {"img0.png", "photo-img0-png.png", "sketch-img0-png.png"} <= set(written)
+
+
 def test_contact_sheet_grid():
     sheet = contact_sheet([_photo("car", 40), _photo("bus", 40, 1)], ["comic", "screen"], 0, tile=48)
     assert sheet.dtype == np.uint8 and sheet.shape[1] == 3 * 48 + 4 * 4
@@ -104,3 +114,7 @@ def test_cli_stylize(tmp_path, capsys):
     assert "line_ink: 3 images" in capsys.readouterr().out
     assert main(["stylize", "--data", str(tmp_path / "missing"), "--out", str(out)]) == 2
     assert main(["stylize", "--data", str(src), "--out", str(out), "--families", "bogus"]) == 2
+    # a sheet name OpenCV cannot write is refused before any image is rendered
+    assert main(["stylize", "--data", str(src), "--out", str(tmp_path / "out3"),
+                 "--contact-sheet", str(tmp_path / "sheet")]) == 2
+    assert "name an image file" in capsys.readouterr().err and not (tmp_path / "out3").exists()

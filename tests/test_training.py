@@ -495,3 +495,92 @@ def test_split_file_restricts_the_images_used(tiny_clip, tiny_data, tmp_path):
     used = {s.path for s in data.train + data.calibration + data.test}
     assert used == set(downstream)
     assert len(data.train) == 2 * 9 and len(data.calibration) == 9 and len(data.test) == 9
+
+
+# -- bad input: named in one line, before minutes of loading or training ---------------------
+
+def test_unusable_data_is_named_before_training(tiny_clip, tmp_path):
+    from adu_perception.training.trainer import prepare_data
+
+    clip, clip_config = tiny_clip
+    # every image of one domain unreadable: named, instead of a crash in the first epoch
+    root = write_tiny_dataset(tmp_path / "corrupt")
+    for file in (root / "sketch").rglob("*.png"):
+        file.write_bytes(b"junk")
+    with pytest.raises(DataError, match=r"domain\(s\) sketch of .* have no readable training images"):
+        prepare_data(tiny_config(root, clip_config), clip.image_size)
+    # shots that leave nothing to test on
+    root = write_tiny_dataset(tmp_path / "small")
+    with pytest.raises(DataError, match="no test images left after the --shots 6 training"):
+        prepare_data(tiny_config(root, clip_config, shots=6), clip.image_size)
+    # hidden folders are not classes or domains; a class with no image anywhere is refused
+    (root / "photo" / ".thumbs").mkdir()
+    (root / ".ipynb_checkpoints").mkdir()
+    assert MultiDomainDataset.scan(root).classes == ["bus", "car", "sign"]
+    for domain in ("photo", "sketch"):
+        (root / domain / "giraffe").mkdir()
+    with pytest.raises(DataError, match="class folder.s. giraffe .* hold no images"):
+        MultiDomainDataset.scan(root)
+    with pytest.raises(DataError, match="holds images directly: is .* one level too deep"):
+        MultiDomainDataset.scan(root / "photo")
+    with pytest.raises(DataError, match="is a file"):
+        MultiDomainDataset.scan(root / "photo" / "car" / "0.png")
+
+
+def test_split_file_problems_are_named(tmp_path):
+    from adu_perception.training.data import read_split_file
+
+    binary = tmp_path / "split.bin"
+    binary.write_bytes(b"\xff\xfe\x00junk")
+    with pytest.raises(DataError, match=r"split\.bin is not UTF-8 text"):
+        read_split_file(binary, "downstream")
+    with pytest.raises(DataError, match="is a folder"):
+        read_split_file(tmp_path, "downstream")
+    text = tmp_path / "split.txt"
+    text.write_text("photo/car/0.png\tpretrain\nphoto/car/1.png\tdownstream\n")
+    with pytest.raises(DataError, match=r"no images for split 'train' \(its splits: downstream, pretrain\)"):
+        read_split_file(text, "train")
+
+
+@pytest.mark.parametrize("change, problem", [
+    ({"lr": float("nan")}, "lr > 0"),
+    ({"gamma": float("inf")}, "--gamma inf: must be a finite number"),
+    ({"template": "a photo"}, "must hold exactly one '{}'"),
+    ({"template": "a {0} {1}"}, "must hold exactly one '{}'"),
+])
+def test_training_options_are_checked(tmp_path, change, problem):
+    with pytest.raises(ValueError, match=problem):
+        tiny_config(tmp_path, tmp_path / "clip.json", **change).validate()
+
+
+def test_bad_device_and_clip_files_are_named(tmp_path):
+    from adu_perception.training.clip_loader import ClipSpec, load_clip
+    from adu_perception.training.trainer import resolve_device
+
+    with pytest.raises(ValueError, match="'gpu' is not a device torch knows"):
+        resolve_device("gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="sees no CUDA GPU"):
+            resolve_device("cuda")
+    for content in ("[]", "{}"):
+        (tmp_path / "bad.json").write_text(content)
+        with pytest.raises(ValueError, match="is not an open_clip model config: it lacks embed_dim"):
+            ClipSpec.from_args(None, None, str(tmp_path / "bad.json"))
+    from tiny_world import write_tiny_clip_config
+
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(np.random.default_rng(0).bytes(4096))
+    spec = ClipSpec.from_args(None, str(garbage), str(write_tiny_clip_config(tmp_path)))
+    with pytest.raises(ValueError, match="could not load open_clip model .*garbage.pt"):
+        load_clip(spec)
+
+
+def test_evaluation_refuses_a_data_root_missing_the_runs_images(tmp_path):
+    from adu_perception.training.pipeline import load_split
+
+    root = write_tiny_dataset(tmp_path / "data")
+    payload = {"config": {"data": str(root)}, "class_names": ["bus", "car", "sign"],
+               "domain_names": ["cartoon", "photo", "sketch"], "image_size": 32,
+               "test_files": ["photo/car/0.png", "photo/car/99.png"]}
+    with pytest.raises(FileNotFoundError, match=r"1 of the 2 test images of this run are missing .*wrong --data"):
+        load_split(payload, "test")

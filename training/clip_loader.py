@@ -31,6 +31,11 @@ class ClipSpec:
                 config = json.loads(path.read_text())
             except json.JSONDecodeError as error:
                 raise ValueError(f"model config {path} is not valid JSON: {error}") from None
+            missing = [k for k in ("embed_dim", "vision_cfg", "text_cfg")
+                       if not isinstance(config, dict) or k not in config]
+            if missing:
+                raise ValueError(f"model config {path} is not an open_clip model config: it lacks "
+                                 f"{', '.join(missing)} (see open_clip's model_configs/*.json)")
             return cls(name=clip or path.stem, pretrained=pretrained, model_config=config)
         if not clip:
             raise ValueError("give either --clip NAME (with --pretrained TAG) or --model-config JSON")
@@ -56,11 +61,15 @@ def load_clip(spec: ClipSpec) -> FrozenClip:
     if pretrained and Path(pretrained).suffix in {".pt", ".pth", ".bin", ".safetensors"} \
             and not Path(pretrained).is_file():
         raise FileNotFoundError(f"CLIP checkpoint not found: {pretrained}")
+    if spec.model_config is not None and not pretrained:
+        log.warning("no checkpoint for model config %s: its weights are random (a test set-up, not "
+                    "a CLIP; pass --checkpoint)", spec.name)
     try:
         model = open_clip.create_model(spec.name, pretrained=pretrained)
-    except RuntimeError as error:
-        raise ValueError(f"could not load open_clip model {spec.name!r} "
-                         f"(pretrained={pretrained!r}): {error}") from None
+    except Exception as error:  # torch, pickle and open_clip raise many types for a bad file
+        detail = str(error) if len(str(error)) < 300 else str(error)[:300] + " ..."
+        raise ValueError(f"could not load open_clip model {spec.name!r} (pretrained={pretrained!r}): "
+                         f"{type(error).__name__}: {detail}") from None
     model.eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)

@@ -1,4 +1,5 @@
 """Training configuration and the methods compared in the paper's ablation."""
+import math
 from dataclasses import asdict, dataclass, field
 from typing import List, Optional
 
@@ -87,8 +88,22 @@ class TrainConfig:
             raise ValueError("--prompt-depth and --text-prompt-depth must be at least 1")
         if not 0 <= self.forget_weight < float("inf"):
             raise ValueError(f"--forget-weight must be a finite number >= 0, got {self.forget_weight}")
-        if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
+        if self.epochs < 0 or self.batch_size < 1 or not self.lr > 0:
             raise ValueError("epochs must be >= 0, batch size >= 1 and lr > 0")
+        numbers = {"--lr": self.lr, "--domain-lr": self.domain_lr, "--gamma": self.gamma,
+                   "--lambda": self.lam, "--momentum": self.momentum,
+                   "--weight-decay": self.weight_decay, "--warmup-lr": self.warmup_lr}
+        bad = [f"{name} {value}" for name, value in numbers.items()
+               if value is not None and not math.isfinite(value)]
+        if bad:
+            raise ValueError(f"{', '.join(bad)}: must be a finite number")
+        try:
+            filled = self.template.format("x")
+        except (IndexError, KeyError, ValueError):
+            filled = None
+        if self.template.count("{}") != 1 or filled is None:
+            raise ValueError(f"--template {self.template!r} must hold exactly one '{{}}' for the class "
+                             f"name, e.g. 'a photo of a {{}}.'")
 
     @property
     def uses_prompts(self) -> bool:

@@ -39,13 +39,16 @@ class MultiDomainDataset:
     @classmethod
     def scan(cls, root, split_file: Optional[str] = None, split: str = "downstream"):
         root = Path(root)
+        if root.is_file():
+            raise DataError(f"dataset path {root} is a file; give the folder holding "
+                            f"<domain>/<class>/* images")
         if not root.is_dir():
             raise DataError(f"dataset folder not found: {root}")
         allowed = read_split_file(split_file, split) if split_file else None
-        domains = sorted(p.name for p in root.iterdir() if p.is_dir())
+        domains = sorted(p.name for p in _folders(root))
         if not domains:
             raise DataError(f"no domain folders in {root} (expected <root>/<domain>/<class>/*)")
-        classes = sorted({c.name for d in domains for c in (root / d).iterdir() if c.is_dir()})
+        classes = sorted({c.name for d in domains for c in _folders(root / d)})
         samples = []
         for domain_index, domain in enumerate(domains):
             count = 0
@@ -63,7 +66,21 @@ class MultiDomainDataset:
                     count += 1
             if count == 0:
                 where = f" in split {split!r}" if allowed is not None else ""
-                raise DataError(f"domain folder {root / domain} has no images{where}")
+                hint = ""
+                if any(f.suffix.lower() in IMAGE_SUFFIXES for f in (root / domain).iterdir()):
+                    hint = (f" (it holds images directly: is {root} one level too deep? --data is "
+                            f"the folder holding the domain folders)")
+                raise DataError(f"domain folder {root / domain} has no images{where}{hint}")
+        empty = sorted(set(classes) - {classes[s.class_index] for s in samples})
+        if empty:
+            raise DataError(f"class folder(s) {', '.join(empty)} under {root} hold no images"
+                            f"{f' in split {split!r}' if allowed is not None else ''} in any domain: "
+                            f"remove them (a class with no image cannot be learned or scored)")
+        if allowed is not None:
+            missing = allowed - {s.path for s in samples}
+            if missing:
+                log.warning("%d of the %d files the split file lists for %r are not images under %s, "
+                            "e.g. %s", len(missing), len(allowed), split, root, sorted(missing)[0])
         return cls(root, domains, classes, samples)
 
     def domain_indices(self, names: Sequence[str]) -> List[int]:
@@ -74,22 +91,35 @@ class MultiDomainDataset:
         return [self.domains.index(n) for n in names]
 
 
+def _folders(path: Path) -> List[Path]:
+    """Sub-folders, without hidden ones (.ipynb_checkpoints, .thumbs, ...)."""
+    return [p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")]
+
+
 def read_split_file(path, split: str) -> set:
     """Lines `domain/class/file<TAB>split`; returns the files of the wanted split."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"split file {path} is a folder, not a file")
     if not path.is_file():
         raise DataError(f"split file not found: {path}")
-    chosen = set()
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as error:
+        raise DataError(f"split file {path} is not UTF-8 text ({error})") from None
+    chosen, splits = set(), set()
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         parts = line.split("\t")
         if len(parts) != 2:
             raise DataError(f"{path}:{number}: expected 'domain/class/file<TAB>split'")
+        splits.add(parts[1].strip())
         if parts[1].strip() == split:
             chosen.add(parts[0].strip())
     if not chosen:
-        raise DataError(f"split file {path} lists no images for split {split!r}")
+        raise DataError(f"split file {path} lists no images for split {split!r} (its splits: "
+                        f"{', '.join(sorted(splits)) or 'none'})")
     return chosen
 
 
@@ -138,6 +168,8 @@ def few_shot_split(samples: Sequence[Sample], shots: int, seed: int, calibration
 
 def read_rgb(path) -> Optional[np.ndarray]:
     """RGB uint8 image, or None if the file is missing, corrupt or not an image."""
+    if not Path(path).is_file():
+        return None  # (OpenCV would print a warning of its own for each)
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None or image.size == 0:
         return None

@@ -66,6 +66,10 @@ def load_split(payload: dict, split: str = "test", data_root=None, size: Optiona
     for relative in payload.get(f"{split}_files", []):
         domain, name, _ = relative.split("/", 2)
         samples.append(Sample(relative, classes.index(name), domains.index(domain)))
+    missing = [s.path for s in samples if not (root / s.path).is_file()]
+    if missing:  # scoring the rest would quietly give other numbers than the run's
+        raise FileNotFoundError(f"{len(missing)} of the {len(samples)} {split} images of this run are "
+                                f"missing under {root} (e.g. {missing[0]}): wrong --data?")
     images, kept, _ = load_images(root, samples, size or payload["image_size"],
                                   payload["config"].get("workers", 2), f"load {split} images")
     return (images, np.array([s.class_index for s in kept], np.int64),

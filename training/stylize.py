@@ -658,6 +658,7 @@ def stylize_folder(src_root, out_root, families: Sequence[str], domains: Sequenc
     wanted = set(dataset.domain_indices(list(domains)))
     out_root = Path(out_root)
     counts = {"images": 0, "skipped": 0, "written": {family: 0 for family in families}}
+    taken = set()  # (class, file name) written
     for sample in dataset.samples:
         if sample.domain_index not in wanted:
             continue
@@ -669,11 +670,17 @@ def stylize_folder(src_root, out_root, families: Sequence[str], domains: Sequenc
             image = resize_center_crop(image, size)
         counts["images"] += 1
         name = Path(sample.path)
+        # <stem>.png, unless an image of another domain or suffix already took it in this class
+        out_name = f"{name.stem}.png"
+        key = (sample.class_index, out_name)
+        if key in taken:
+            out_name = f"{dataset.domains[sample.domain_index]}-{name.stem}-{name.suffix[1:]}.png"
+        taken.add((sample.class_index, out_name))
         for family in families:
             folder = out_root / family / dataset.classes[sample.class_index]
             folder.mkdir(parents=True, exist_ok=True)
             styled = render(image, family, _image_seed(seed, family, sample.path))
-            cv2.imwrite(str(folder / f"{name.stem}.png"), cv2.cvtColor(styled, cv2.COLOR_RGB2BGR))
+            cv2.imwrite(str(folder / out_name), cv2.cvtColor(styled, cv2.COLOR_RGB2BGR))
             counts["written"][family] += 1
     return counts
 

@@ -15,6 +15,14 @@ def stylize_command(args) -> int:
     domains = csv_list(args.domains)
     if not domains:
         raise CommandError("--domains names no domain")
+    if args.contact_sheet:  # checked before minutes of rendering
+        from pathlib import Path
+
+        sheet_path = Path(args.contact_sheet)
+        if sheet_path.suffix.lower() not in {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}:
+            raise CommandError(f"--contact-sheet {args.contact_sheet}: name an image file (.png, .jpg, ...)")
+        if not sheet_path.parent.is_dir():
+            raise CommandError(f"--contact-sheet {args.contact_sheet}: folder {sheet_path.parent} not found")
     counts = stylize_folder(args.data, args.out, families, domains, args.seed,
                             split_file=args.split_file, split=args.split, size=args.size)
     for family in families:
@@ -35,7 +43,8 @@ def register(subparsers) -> None:
         "stylize", help="render photos as illustrations (print, vector, ink, paint, comic, "
         "pictogram, screen, billboard) for forgotten-domain data",
         description="Reads <data>/<domain>/<class>/* images of the chosen domains and writes "
-        "<out>/<family>/<class>/<stem>.png for every family: a dataset whose domains are the "
+        "<out>/<family>/<class>/<stem>.png for every family (<domain>-<stem>-<suffix>.png when "
+        "that name is taken by another source image): a dataset whose domains are the "
         "illustration families. Seeded: the same seed gives the same images.")
     parser.add_argument("--data", required=True, help="dataset root <root>/<domain>/<class>/*")
     parser.add_argument("--out", required=True, help="output root, one domain folder per family")

@@ -16,7 +16,7 @@ from . import losses
 from .checkpoint import build_model, load_checkpoint, save_checkpoint, checkpoint_path
 from .clip_loader import ClipSpec, FrozenClip, class_text_embeddings, load_clip
 from .config import TrainConfig
-from .data import MultiDomainDataset, Sample, few_shot_split, load_images, resolve_domains
+from .data import DataError, MultiDomainDataset, Sample, few_shot_split, load_images, resolve_domains
 from .model import AduModel, PromptConfig, default_prompt_depth
 from .rendered import render_copies, rendered_domain_names, resolve_families
 from .text_prompts import text_block_count
@@ -59,17 +59,30 @@ def seed_everything(seed: int) -> None:
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r} is not a device torch knows (auto, cpu, cuda, cuda:1, "
+                         f"...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: torch sees no CUDA GPU here; use --device cpu or auto")
+    return device
 
 
 def prepare_data(config: TrainConfig, image_size: int) -> PreparedData:
     dataset = MultiDomainDataset.scan(config.data, config.split_file, config.split)
     train, calibration, test = few_shot_split(dataset.samples, config.shots, config.seed,
                                               config.calibration_shots)
+    _check_every_domain_has(dataset, test, "test images left after the "
+                            f"--shots {config.shots} training and --calibration-shots "
+                            f"{config.calibration_shots} draws (lower them)")
     train_images, train, skipped_train = load_images(
         dataset.root, train, round(image_size * AUGMENT_MARGIN), config.workers, "load train images")
     test_images, test, skipped_test = load_images(
         dataset.root, test, image_size, config.workers, "load test images")
+    for kept, what in ((train, "training"), (test, "test")):
+        _check_every_domain_has(dataset, kept, f"readable {what} images "
+                                f"({skipped_train + skipped_test} unreadable files skipped)")
     log.info("%s: %d domains, %d classes, %d train / %d calibration / %d test images "
              "(%d unreadable skipped)", dataset.root, len(dataset.domains), len(dataset.classes),
              len(train), len(calibration), len(test), skipped_train + skipped_test)
@@ -78,6 +91,14 @@ def prepare_data(config: TrainConfig, image_size: int) -> PreparedData:
     if config.rendered != "off":
         add_rendered_training_data(data, config)
     return data
+
+
+def _check_every_domain_has(dataset: MultiDomainDataset, samples, what: str) -> None:
+    """Refuse, naming them, the domains that have none of `samples` (every domain is scored)."""
+    present = {dataset.domains[s.domain_index] for s in samples}
+    missing = [d for d in dataset.domains if d not in present]
+    if missing:
+        raise DataError(f"domain(s) {', '.join(missing)} of {dataset.root} have no {what}")
 
 
 def add_rendered_training_data(data: PreparedData, config: TrainConfig) -> None:
@@ -208,10 +229,13 @@ def train(config: TrainConfig, run_dir, data: Optional[PreparedData] = None,
     images and the loaded backbone across runs (the benchmark does).
     """
     config.validate()
+    device = resolve_device(config.device)
+    if data is None:  # the data and the domain choice first: a typo is named before minutes of loading
+        resolve_domains(MultiDomainDataset.scan(config.data, config.split_file, config.split),
+                        config.forget, config.memorize)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(config.seed)
-    device = resolve_device(config.device)
     clip = clip or load_clip(ClipSpec.from_args(config.clip, config.pretrained, config.model_config))
     data = data or prepare_data(config, clip.image_size)
     forget, memorize = resolve_domains(data.dataset, config.forget, config.memorize)
