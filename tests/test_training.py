@@ -474,6 +474,12 @@ def test_train_evaluate_and_resume_commands(tiny_clip, tiny_data, tmp_path, caps
     # Resuming with another configuration is refused, in one line.
     assert main([*arguments, "--resume", "--lr", "0.5"]) == 2
     assert "cannot resume" in capsys.readouterr().err
+    # ... naming what differs; how it is computed (threads, device) may change
+    with_workers = [*arguments, "--resume", "--lr", "0.5", "--workers", "2"]
+    assert main(with_workers) == 2
+    error = capsys.readouterr().err
+    assert "lr: " in error and "-> 0.5" in error and "workers" not in error
+    assert main([*arguments, "--resume", "--workers", "2"]) == 0
     # An unknown domain names itself.
     assert main(["train", *tiny_cli_arguments(tiny_data, clip_config), "--forget", "clipart",
                  "--out", str(tmp_path / "other")]) == 2

@@ -93,6 +93,21 @@ def prepare_data(config: TrainConfig, image_size: int) -> PreparedData:
     return data
 
 
+# Settings that change how a run is computed, not what it computes: a resume may differ in them.
+RESUMABLE_CHANGES = ("device", "workers")
+
+
+def _changed_settings(before: dict, now: dict) -> list:
+    """'name: before -> now' for each setting that would make a resumed run another run."""
+    def same(key):
+        if key == "data":  # the same folder, however it is written
+            return Path(before.get(key) or "").resolve() == Path(now.get(key) or "").resolve()
+        return before.get(key) == now.get(key)
+
+    return [f"{key}: {before.get(key)!r} -> {now.get(key)!r}"
+            for key in sorted(set(before) | set(now)) if key not in RESUMABLE_CHANGES and not same(key)]
+
+
 def _check_every_domain_has(dataset: MultiDomainDataset, samples, what: str) -> None:
     """Refuse, naming them, the domains that have none of `samples` (every domain is scored)."""
     present = {dataset.domains[s.domain_index] for s in samples}
@@ -272,10 +287,14 @@ def train(config: TrainConfig, run_dir, data: Optional[PreparedData] = None,
     }
     optimizer, lr_scales = make_optimizer(model, config)
     start_epoch = 0
+    if resume and not checkpoint_path(run_dir).is_file():
+        log.info("no checkpoint in %s to resume: training from the start", run_dir)
     if resume and checkpoint_path(run_dir).is_file():
         previous = load_checkpoint(run_dir)
-        if previous["config"] != config.to_dict():
-            raise ValueError(f"cannot resume {run_dir}: it was trained with a different configuration")
+        changed = _changed_settings(previous["config"], config.to_dict())
+        if changed:
+            raise ValueError(f"cannot resume {run_dir}: it was trained with other settings "
+                             f"({'; '.join(changed)})")
         model.load_trainable_state_dict(previous["trainable_state"])
         if previous.get("optimizer"):
             optimizer.load_state_dict(previous["optimizer"])
