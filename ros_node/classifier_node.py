@@ -447,10 +447,18 @@ class ClassifierNode(Node):
                 self.get_logger().error(f"frame processing failed: {error!r}",
                                         throttle_duration_sec=self._throttle)
 
-    def _boxes(self, detections, width: int, height: int):
-        """The boxes to classify in this frame, and the context margin they get."""
+    def _boxes(self, detections, width: int, height: int, frame_id: str):
+        """The boxes to classify in this frame (image frame_id), and the context margin they get."""
         settings = self.settings
         if detections is not None:
+            if detections.header.frame_id != frame_id:
+                self.get_logger().warning(
+                    f"detections in frame '{detections.header.frame_id}' paired by stamp with an image "
+                    f"in frame '{frame_id}': the boxes are used in the image's pixels",
+                    throttle_duration_sec=self._throttle)
+            if any(d.bbox.center.theta for d in detections.detections):
+                self.get_logger().warning("rotated boxes (bbox.center.theta != 0): the angle is ignored, "
+                                          "each box is cropped upright", throttle_duration_sec=self._throttle)
             return vision_io.boxes_from_detections(detections), settings.margin
         if settings.regions:
             return vision_io.boxes_from_regions(settings.regions), settings.margin
@@ -463,7 +471,7 @@ class ClassifierNode(Node):
         try:
             rgb = images.compressed_msg_to_rgb(msg) if self._compressed else images.image_msg_to_rgb(msg)
             height, width = rgb.shape[:2]
-            boxes, margin = self._boxes(detections, width, height)
+            boxes, margin = self._boxes(detections, width, height, msg.header.frame_id)
         except images.ImageFormatError as error:
             self._count("invalid")
             self.get_logger().warning(f"skipping frame from '{msg.header.frame_id}': {error}",

@@ -368,15 +368,17 @@ def test_extreme_aspect_ratio_and_out_of_frame_regions(harness_factory, color_bu
     assert harness.node.stats()["boxes_outside"] == 1
 
 
-def test_bad_boxes_and_bad_frames_still_get_one_answer_per_box(harness_factory, color_bundle):
+def test_bad_boxes_and_bad_frames_still_get_one_answer_per_box(harness_factory, color_bundle, capfd):
     vision_msgs = pytest.importorskip("vision_msgs.msg")
     harness = harness_factory("/boxes", color_bundle, use_detections=True)
     detector = harness.tester.create_publisher(vision_msgs.Detection2DArray, "/boxes/detections", 10)
     harness.wait(lambda: detector.get_subscription_count() > 0, "node subscribed to the detector")
 
-    def send(image, items):
+    def send(image, items, frame_id=None):
         """items: (id, centre x, centre y, size x, size y) in float pixels."""
-        array = vision_msgs.Detection2DArray(header=image.header)
+        array = vision_msgs.Detection2DArray()
+        array.header.stamp = image.header.stamp
+        array.header.frame_id = image.header.frame_id if frame_id is None else frame_id
         for box_id, cx, cy, sx, sy in items:
             detection = vision_msgs.Detection2D(header=image.header, id=box_id)
             detection.bbox.center.position.x, detection.bbox.center.position.y = cx, cy
@@ -400,6 +402,9 @@ def test_bad_boxes_and_bad_frames_still_get_one_answer_per_box(harness_factory, 
     (message,) = [r for r in harness.results if r["frame_id"] == "broken"]
     assert "unsupported encoding '32fc1'" in message["error"].lower() and message["stamp"]["sec"] == 6
     assert send(image_msg(billboard_and_car(), "rgb8", stamp=(7, 0), frame_id="after"), [good])["car"]["reported"]
+    # boxes from another camera's frame, paired by stamp: used, and said
+    send(image_msg(billboard_and_car(), "rgb8", stamp=(8, 0), frame_id="left"), [good], frame_id="right")
+    assert "detections in frame 'right' paired by stamp with an image in frame 'left'" in capfd.readouterr().err
 
 
 def test_regions_cannot_be_deleted_at_run_time(harness_factory, color_bundle):

@@ -126,6 +126,7 @@ def read_split_file(path, split: str) -> set:
 def resolve_domains(dataset: MultiDomainDataset, forget: Sequence[str],
                     memorize: Sequence[str] = ()) -> Tuple[List[str], List[str]]:
     """Validate the forget/memorize choice; memorize defaults to every other domain."""
+    forget, memorize = list(dict.fromkeys(forget)), list(dict.fromkeys(memorize))  # once each
     dataset.domain_indices(forget)
     memorize = list(memorize) or [d for d in dataset.domains if d not in forget]
     dataset.domain_indices(memorize)
