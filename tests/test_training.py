@@ -471,6 +471,9 @@ def test_train_evaluate_and_resume_commands(tiny_clip, tiny_data, tmp_path, caps
     assert "| adu |" in capsys.readouterr().out
     assert main(["evaluate", "--run", str(run)]) == 0
     assert "| adu |" in capsys.readouterr().out
+    # A finished run is not overwritten by accident.
+    assert main(arguments) == 2
+    assert "already holds a run; --resume continues it, --force replaces it" in capsys.readouterr().err
     # Resuming with another configuration is refused, in one line.
     assert main([*arguments, "--resume", "--lr", "0.5"]) == 2
     assert "cannot resume" in capsys.readouterr().err

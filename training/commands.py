@@ -4,7 +4,7 @@ Light module: torch and open_clip are imported only when a command runs.
 """
 import argparse
 
-from adu_perception.cli import csv_list
+from adu_perception.cli import CommandError, csv_list
 
 from .config import DDL_WEIGHTINGS, METHODS, RENDERED_MODES, TrainConfig
 
@@ -104,8 +104,17 @@ def config_from_args(args, **overrides) -> TrainConfig:
 
 
 def train_command(args) -> int:
+    from pathlib import Path
+
+    from .checkpoint import checkpoint_path
     from .pipeline import train_and_evaluate
 
+    out = Path(args.out)
+    if out.is_file():
+        raise CommandError(f"--out {out} is a file; name a folder for the run")
+    if checkpoint_path(out).is_file() and not (args.resume or args.force):
+        raise CommandError(f"--out {out} already holds a run; --resume continues it, --force "
+                           f"replaces it, or choose another --out")
     config = config_from_args(args, forget=csv_list(args.forget), memorize=csv_list(args.memorize))
     train_and_evaluate(config, args.out, resume=args.resume)
     print(open(f"{args.out}/metrics.md").read())
@@ -203,6 +212,7 @@ def register(subparsers) -> None:
     add_domain_arguments(train)
     train.add_argument("--out", required=True, help="run folder to write")
     train.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    train.add_argument("--force", action="store_true", help="replace a run already in --out")
     train.set_defaults(func=train_command)
 
     evaluate = subparsers.add_parser("evaluate", help="re-evaluate a finished run on its test split",
