@@ -59,6 +59,7 @@ LATENCY_WINDOW = 1000  # latest latencies kept for the percentiles
 OUTSIDE_FRAME = "outside_frame"  # the box does not overlap the frame
 INVALID_BOX = "invalid_box"      # no area, or non-finite or absurd coordinates
 INVALID_FRAME = "invalid_frame"  # the image itself could not be read (the log says why)
+TOO_SMALL = "too_small"          # under images.MIN_CROP_SIDE pixels on a side inside the frame
 
 
 class ConfigError(ValueError):
@@ -130,7 +131,7 @@ PARAMETERS = (
 PARAMETER_NAMES = tuple(spec.name for spec in PARAMETERS)
 DOUBLE_PARAMETERS = frozenset(spec.name for spec in PARAMETERS if spec.type == T.DOUBLE)
 COUNTERS = ("received", "processed", "dropped", "invalid", "errors", "lost", "incompatible_qos",
-            "unmatched_images", "unmatched_detections", "boxes", "boxes_outside")
+            "unmatched_images", "unmatched_detections", "boxes", "boxes_unclassified")
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,17 @@ def _as_double(parameter: Parameter) -> Parameter:
     if parameter.name in DOUBLE_PARAMETERS and parameter.type_ == T.INTEGER:
         return Parameter(parameter.name, T.DOUBLE, float(parameter.value))
     return parameter
+
+
+def _unseen_reason(region, width: int, height: int) -> Optional[str]:
+    """Why a box is not given to the model (None: it is)."""
+    if region is None:
+        return INVALID_BOX
+    if not images.inside(region, width, height):
+        return OUTSIDE_FRAME
+    if images.too_small(region, width, height):
+        return TOO_SMALL
+    return None
 
 
 def _bbox_text(bbox) -> str:
@@ -483,15 +495,16 @@ class ClassifierNode(Node):
                           received, error=str(error))
             return
         self._frame_size = (width, height)
-        valid = [i for i, box in enumerate(boxes)
-                 if box.region is not None and images.inside(box.region, width, height)]
+        reasons = {i: _unseen_reason(box.region, width, height) for i, box in enumerate(boxes)}
+        valid = [i for i, reason in reasons.items() if reason is None]
         if len(valid) < len(boxes):
-            first = next(box for i, box in enumerate(boxes) if i not in valid)
+            index = next(i for i, reason in reasons.items() if reason is not None)
+            first = boxes[index]
             self.get_logger().warning(
-                f"{len(boxes) - len(valid)} boxes lie outside the {width}x{height} frame from "
-                f"'{msg.header.frame_id}' or have no valid area (first: id {first.id}, "
-                f"{first.region or _bbox_text(first.bbox)}); reported as suppressed, reason "
-                f"{OUTSIDE_FRAME} or {INVALID_BOX}", throttle_duration_sec=self._throttle)
+                f"{len(boxes) - len(valid)} boxes of the {width}x{height} frame from "
+                f"'{msg.header.frame_id}' not classified (first: id {first.id}, "
+                f"{first.region or _bbox_text(first.bbox)}: {reasons[index]}); reported as "
+                f"suppressed with that reason", throttle_duration_sec=self._throttle)
         decisions = {}
         if valid:
             crops = images.crop_regions(rgb, [boxes[i].region for i in valid], margin)
@@ -502,16 +515,15 @@ class ClassifierNode(Node):
             decisions = dict(zip(valid, found))
         if self._stop_event.is_set():
             return  # shutting down while the model ran: the outputs may be gone
-        results = [self._unseen(box, OUTSIDE_FRAME if box.region is not None else INVALID_BOX)
-                   if i not in decisions else {"id": box.id, **decisions[i].to_dict()}
-                   for i, box in enumerate(boxes)]
+        results = [self._unseen(box, reasons[i]) if i not in decisions
+                   else {"id": box.id, **decisions[i].to_dict()} for i, box in enumerate(boxes)]
         self._publish(msg, width, height, boxes, results, received)
         if settings.overlay and self._overlay_pub.get_subscription_count() > 0:
             self._overlay_pub.publish(self._overlay(msg, rgb, list(decisions.values())))
         with self._lock:
             self._counts["processed"] += 1
             self._counts["boxes"] += len(boxes)
-            self._counts["boxes_outside"] += len(boxes) - len(valid)
+            self._counts["boxes_unclassified"] += len(boxes) - len(valid)
 
     @staticmethod
     def _unseen(box, reason: str) -> dict:
@@ -598,8 +610,8 @@ class ClassifierNode(Node):
                                                             "invalid", "lost")},
                   "inference_errors": str(stats["errors"]),
                   "incompatible_publishers": str(stats["incompatible_qos"]),
-                  "boxes_classified": str(stats["boxes"] - stats["boxes_outside"]),
-                  "boxes_outside_frame": str(stats["boxes_outside"]),
+                  "boxes_classified": str(stats["boxes"] - stats["boxes_unclassified"]),
+                  "boxes_not_classified": str(stats["boxes_unclassified"]),
                   "unmatched_images": str(stats["unmatched_images"]),
                   "unmatched_detections": str(stats["unmatched_detections"]),
                   **{f"{s}_{p}_ms": f"{stats[f'{s}_{p}_ms']:.2f}"

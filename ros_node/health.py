@@ -50,8 +50,9 @@ def assess(delta: Dict[str, int], seconds: float, limits: Limits, topic: str) ->
              f"{limits.max_drop_ratio:g})")
     if delta.get("invalid"):
         flag(WARN, f"{delta['invalid']} invalid frames skipped")
-    if delta.get("boxes_outside"):
-        flag(WARN, f"{delta['boxes_outside']} boxes or regions outside the frame")
+    if delta.get("boxes_unclassified"):
+        flag(WARN, f"{delta['boxes_unclassified']} boxes or regions not classified (outside the "
+                   f"frame, invalid or too small)")
     unmatched = delta.get("unmatched_images", 0) + delta.get("unmatched_detections", 0)
     if unmatched:
         flag(WARN, f"{delta.get('unmatched_images', 0)} frames and "

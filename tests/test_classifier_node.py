@@ -350,9 +350,12 @@ def test_inference_error_is_counted_reported_as_error_and_the_node_keeps_answeri
 
 def test_extreme_aspect_ratio_and_out_of_frame_regions(harness_factory, color_bundle):
     harness = harness_factory("/odd", color_bundle)
-    strip = solid((20, 200, 30), 60000, 1)  # 180 KB bgr8: cropped before it is enlarged
+    strip = solid((20, 200, 30), 60000, 8)  # 1.4 MB bgr8: cropped before it is enlarged
     (item,) = harness.ask(image_msg(strip, "bgr8", frame_id="strip"))["results"]
-    assert (item["region"], item["label"]) == ([0, 0, 60000, 1], "car")
+    assert (item["region"], item["label"]) == ([0, 0, 60000, 8], "car")
+    # a crop under MIN_CROP_SIDE px is a few enlarged pixels: not classified, and said
+    (thin,) = harness.ask(image_msg(solid((20, 200, 30), 60000, 1), "bgr8", frame_id="thin"))["results"]
+    assert (thin["reason"], thin["suppressed"], thin["top_k"]) == ("too_small", True, [])
     # Once the camera's resolution is known, regions outside it are refused with the reason.
     harness.ask(image_msg(billboard_and_car(), "rgb8", frame_id="sized"))
     (refused,) = harness.set(regions=[0, 0, 50, 50, 500, 500, 10, 10])
@@ -365,7 +368,7 @@ def test_extreme_aspect_ratio_and_out_of_frame_regions(harness_factory, color_bu
     inside, outside = small["results"]
     assert (inside["region"], inside["label"]) == ([100, 0, 20, 60], "car")
     assert (outside["reason"], outside["suppressed"], outside["id"]) == ("outside_frame", True, "1")
-    assert harness.node.stats()["boxes_outside"] == 1
+    assert harness.node.stats()["boxes_unclassified"] == 2  # outside the frame, too small
 
 
 def test_bad_boxes_and_bad_frames_still_get_one_answer_per_box(harness_factory, color_bundle, capfd):

@@ -52,7 +52,7 @@ def healthy(**changes):
     (healthy(received=5, processed=5), health.WARN, "5.0 Hz, below min_rate_hz 10"),
     (healthy(received=0, processed=0), health.WARN, "no frames on /cam"),
     (healthy(invalid=2), health.WARN, "2 invalid frames"),
-    (healthy(boxes_outside=4), health.WARN, "4 boxes or regions outside"),
+    (healthy(boxes_unclassified=4), health.WARN, "4 boxes or regions not classified"),
     (healthy(unmatched_images=1), health.WARN, "1 frames and 0 detection arrays without a partner"),
     (healthy(incompatible_qos=1), health.WARN, "incompatible QoS"),
     (healthy(errors=2, dropped=29, processed=1), health.ERROR, "dropped or lost"),  # worst wins

@@ -218,6 +218,9 @@ def test_cli_replay_and_its_errors(tmp_path, color_bundle, capsys):
         with pytest.raises(SystemExit):  # argparse: usage and the problem, exit status 2
             cli.main(["replay", "--bundle", str(color_bundle), "--input", str(tmp_path / "in"), *options])
         assert problem in capsys.readouterr().err, options
+    # a region under the minimum side: the frame is skipped with the reason
+    summary, output = run(color_bundle, tmp_path / "in", regions=[(0, 0, 5, 40)])
+    assert summary["."]["unreadable"] == 1 and "under 8 px on a side" in output
     # nothing classified (every region outside the frame): exit 2, not a silent empty table
     assert cli.main(["replay", "--bundle", str(color_bundle), "--input", str(tmp_path / "in"),
                      "--regions", "500,500,10,10"]) == 2

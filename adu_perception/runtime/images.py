@@ -12,6 +12,10 @@ import numpy as np
 Region = Tuple[int, int, int, int]  # x, y, width, height in pixels
 
 
+# pixels: the shortest side of a crop worth classifying (also the node's reason "too_small")
+MIN_CROP_SIDE = 8
+
+
 class ImageFormatError(ValueError):
     """A frame that cannot be turned into an RGB image (encoding, size, step, data, decoding)."""
 
@@ -174,6 +178,13 @@ def inside(region: Region, width: int, height: int) -> bool:
     return w > 0 and h > 0 and x < width and y < height and x + w > 0 and y + h > 0
 
 
+def too_small(region: Region, width: int, height: int) -> bool:
+    """Is the part of the region inside the image under MIN_CROP_SIDE on a side? Enlarged to
+    the model's input, such a crop is a blur of a few pixels that any class can be read into."""
+    _, _, w, h = expand_region(region, 0.0, width, height)
+    return min(w, h) < MIN_CROP_SIDE
+
+
 def crop_regions(image: np.ndarray, regions: Optional[Sequence[Region]], margin: float = 0.0):
     """Crops of `image` for each region, clipped to the image: [(region, crop)].
 
@@ -183,11 +194,16 @@ def crop_regions(image: np.ndarray, regions: Optional[Sequence[Region]], margin:
     """
     height, width = image.shape[:2]
     if not regions:
+        if min(width, height) < MIN_CROP_SIDE:
+            raise ImageFormatError(f"image {width}x{height} is under the {MIN_CROP_SIDE} px minimum side")
         return [((0, 0, width, height), image)]
     crops = []
     for region in regions:
         if not inside(region, width, height):
             raise ImageFormatError(f"region {tuple(region)} lies outside the {width}x{height} image")
+        if too_small(region, width, height):
+            raise ImageFormatError(f"region {tuple(region)} has under {MIN_CROP_SIDE} px on a side "
+                                   f"inside the {width}x{height} image")
         clipped = expand_region(region, 0.0, width, height)
         x0, y0, w, h = expand_region(clipped, margin, width, height) if margin else clipped
         crops.append((clipped, image[y0:y0 + h, x0:x0 + w]))
