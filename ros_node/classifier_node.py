@@ -25,6 +25,7 @@ import json
 import signal
 import sys
 import threading
+import math
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -125,8 +126,9 @@ PARAMETERS = (
               "of a period's frames is dropped (model busy) or lost in transport", range=(0.0, 1.0)),
     ParamSpec("min_rate_hz", T.DOUBLE, 0.0, "diagnostics WARN when frames arrive slower than "
               "this (0: off)", range=(0.0, 1000.0)),
-    ParamSpec("log_throttle_sec", T.DOUBLE, 5.0, "at most one bad-frame warning per this many "
-              "seconds", read_only=True, range=(0.0, 3600.0)),
+    ParamSpec("log_throttle_sec", T.DOUBLE, 5.0, "at most one warning per this many seconds for "
+              "each kind of bad frame (a new kind is named at once) and for bad boxes",
+              read_only=True, range=(0.0, 3600.0)),
 )
 PARAMETER_NAMES = tuple(spec.name for spec in PARAMETERS)
 DOUBLE_PARAMETERS = frozenset(spec.name for spec in PARAMETERS if spec.type == T.DOUBLE)
@@ -217,6 +219,7 @@ class ClassifierNode(Node):
         self.add_post_set_parameters_callback(lambda _: self._apply_settings())
         self._apply_settings()
         self._throttle = float(self._value("log_throttle_sec"))
+        self._last_warned = {}  # bad-frame problem -> monotonic time of its last warning
 
         # Counters and the newest pending frame, shared with the worker thread.
         self._lock = threading.Lock()
@@ -459,6 +462,16 @@ class ClassifierNode(Node):
                 self.get_logger().error(f"frame processing failed: {error!r}",
                                         throttle_duration_sec=self._throttle)
 
+    def _warn_per_problem(self, problem: str, text: str):
+        """A bad-frame warning, throttled per problem: a new kind of problem (another
+        encoding, another size) is named at once, a repeated one at most every log_throttle_sec."""
+        now = time.monotonic()
+        if now - self._last_warned.get(problem, -math.inf) >= self._throttle:
+            if len(self._last_warned) > 256:  # bounded: problems quoting changing numbers
+                self._last_warned.clear()
+            self._last_warned[problem] = now
+            self.get_logger().warning(text)
+
     def _boxes(self, detections, width: int, height: int, frame_id: str):
         """The boxes to classify in this frame (image frame_id), and the context margin they get."""
         settings = self.settings
@@ -486,8 +499,7 @@ class ClassifierNode(Node):
             boxes, margin = self._boxes(detections, width, height, msg.header.frame_id)
         except images.ImageFormatError as error:
             self._count("invalid")
-            self.get_logger().warning(f"skipping frame from '{msg.header.frame_id}': {error}",
-                                      throttle_duration_sec=self._throttle)
+            self._warn_per_problem(str(error), f"skipping frame from '{msg.header.frame_id}': {error}")
             # a detector's boxes still get one answer each (suppressed), so a consumer waiting
             # on this stamp hears back; the JSON says why
             boxes = vision_io.boxes_from_detections(detections) if detections is not None else []

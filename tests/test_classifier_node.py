@@ -166,7 +166,7 @@ def test_real_camera_crop_is_classified_like_the_runtime(harness_factory, runtim
 
 
 def test_malformed_frames_are_skipped_and_counted_and_the_node_keeps_answering(
-        harness_factory, runtime_bundle):
+        harness_factory, runtime_bundle, capfd):
     harness = harness_factory("/bad", runtime_bundle, diagnostics_period=0.2)
     good = image_msg(random_frame(1), "rgb8", frame_id="good_before")
     harness.ask(good)
@@ -189,6 +189,9 @@ def test_malformed_frames_are_skipped_and_counted_and_the_node_keeps_answering(
     assert set(answered) == {"bayer", "short", "empty", "bad_step"}
     assert all(r["results"] == [] and r["width"] is None for r in answered.values())
     assert "unsupported encoding 'bayer_rggb8'" in answered["bayer"]["error"]
+    # each kind of problem is named in the log at once (the throttle is per problem)
+    logged = capfd.readouterr().err
+    assert all(f"skipping frame from '{name}'" in logged for name in answered), logged
 
     def reported():
         """Diagnostics values once they count the 4 bad frames and both good ones."""
