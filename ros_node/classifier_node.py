@@ -626,6 +626,9 @@ class ClassifierNode(Node):
                   "boxes_not_classified": str(stats["boxes_unclassified"]),
                   "unmatched_images": str(stats["unmatched_images"]),
                   "unmatched_detections": str(stats["unmatched_detections"]),
+                  # still waiting for their partner (counted as unmatched only once evicted)
+                  **{f"waiting_{side}": str(count) for side, count in
+                     (self._pairer.waiting() if self._pairer else {"images": 0, "detections": 0}).items()},
                   **{f"{s}_{p}_ms": f"{stats[f'{s}_{p}_ms']:.2f}"
                      for s in ("latency", "stamp_latency") for p in ("p50", "p95", "p99")},
                   "vision_msgs_outputs": "on" if self._vision_pubs is not None else "off"}

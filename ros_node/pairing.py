@@ -50,5 +50,6 @@ class StampPairer:
             return None
 
     def waiting(self) -> dict:
+        """{"images": n, "detections": n} waiting for their partner."""
         with self._lock:
-            return {side: len(items) for side, items in self._waiting.items()}
+            return {"images": len(self._waiting["image"]), "detections": len(self._waiting["detections"])}

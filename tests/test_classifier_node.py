@@ -408,6 +408,13 @@ def test_bad_boxes_and_bad_frames_still_get_one_answer_per_box(harness_factory, 
     (message,) = [r for r in harness.results if r["frame_id"] == "broken"]
     assert "unsupported encoding '32fc1'" in message["error"].lower() and message["stamp"]["sec"] == 6
     assert send(image_msg(billboard_and_car(), "rgb8", stamp=(7, 0), frame_id="after"), [good])["car"]["reported"]
+    # a frame whose boxes never come waits, and /diagnostics shows it before any eviction
+    harness.camera.publish(image_msg(billboard_and_car(), "rgb8", stamp=(9, 0), frame_id="alone"))
+
+    def waiting_images():
+        return [kv.value for array in harness.diagnostics for status in array.status
+                for kv in status.values if kv.key == "waiting_images"]
+    harness.wait(lambda: "1" in waiting_images(), "diagnostics showing one image waiting for its boxes")
     # boxes from another camera's frame, paired by stamp: used, and said
     send(image_msg(billboard_and_car(), "rgb8", stamp=(8, 0), frame_id="left"), [good], frame_id="right")
     assert "detections in frame 'right' paired by stamp with an image in frame 'left'" in capfd.readouterr().err

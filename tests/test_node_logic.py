@@ -18,7 +18,7 @@ def test_pairing_matches_exact_stamps_in_either_order():
     assert pairer.add_detections((2, 0), "det2") is None
     assert pairer.add_image((2, 1), "img2b") is None  # 1 ns apart: not the same frame
     assert pairer.add_image((2, 0), "img2") == ("img2", "det2")
-    assert pairer.waiting() == {"image": 1, "detections": 0}
+    assert pairer.waiting() == {"images": 1, "detections": 0}
     assert pairer.unmatched == {"image": 0, "detections": 0}
 
 
@@ -26,7 +26,7 @@ def test_pairing_cache_is_bounded_and_counts_what_it_evicts():
     pairer = StampPairer(2)
     for second in range(5):
         assert pairer.add_image((second, 0), f"img{second}") is None
-    assert pairer.waiting()["image"] == 2 and pairer.unmatched["image"] == 3
+    assert pairer.waiting()["images"] == 2 and pairer.unmatched["image"] == 3
     assert pairer.add_detections((0, 0), "late") is None  # its frame was evicted
     assert pairer.add_detections((4, 0), "det4") == ("img4", "det4")
     pairer.add_detections((9, 0), "a")
