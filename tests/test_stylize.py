@@ -113,7 +113,11 @@ def test_cli_stylize(tmp_path, capsys):
     assert len(list((out / "comic").rglob("*.png"))) == 3 and sheet.is_file()
     assert "line_ink: 3 images" in capsys.readouterr().out
     assert main(["stylize", "--data", str(tmp_path / "missing"), "--out", str(out)]) == 2
-    assert main(["stylize", "--data", str(src), "--out", str(out), "--families", "bogus"]) == 2
+    assert main(["stylize", "--data", str(src), "--out", str(tmp_path / "new"), "--families", "bogus"]) == 2
+    # an --out that already holds images is not merged into by accident
+    assert main(["stylize", "--data", str(src), "--out", str(out), "--families", "comic"]) == 2
+    assert "exists and is not an empty folder" in capsys.readouterr().err
+    assert main(["stylize", "--data", str(src), "--out", str(out), "--families", "comic", "--force"]) == 0
     # a sheet name OpenCV cannot write is refused before any image is rendered
     assert main(["stylize", "--data", str(src), "--out", str(tmp_path / "out3"),
                  "--contact-sheet", str(tmp_path / "sheet")]) == 2

@@ -15,9 +15,13 @@ def stylize_command(args) -> int:
     domains = csv_list(args.domains)
     if not domains:
         raise CommandError("--domains names no domain")
-    if args.contact_sheet:  # checked before minutes of rendering
-        from pathlib import Path
+    from pathlib import Path
 
+    if Path(args.out).exists() and (not Path(args.out).is_dir() or any(Path(args.out).iterdir())) \
+            and not args.force:
+        raise CommandError(f"--out {args.out} exists and is not an empty folder: choose another, or "
+                           f"--force to write into it (files of the same name are replaced)")
+    if args.contact_sheet:  # checked before minutes of rendering
         sheet_path = Path(args.contact_sheet)
         if sheet_path.suffix.lower() not in {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}:
             raise CommandError(f"--contact-sheet {args.contact_sheet}: name an image file (.png, .jpg, ...)")
@@ -59,6 +63,8 @@ def register(subparsers) -> None:
     parser.add_argument("--size", type=int, help="resize + centre-crop to SIZE x SIZE first "
                         "(default: keep each image's size)")
     parser.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    parser.add_argument("--force", action="store_true", help="write into an --out that already "
+                        "holds files (same names are replaced)")
     parser.add_argument("--contact-sheet", metavar="PNG", help="also write a contact sheet of "
                         "the first image of up to 6 classes, original + every family")
     parser.set_defaults(func=stylize_command)
