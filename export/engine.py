@@ -82,15 +82,25 @@ def import_tensorrt():
     return trt, name, tuple(capability)
 
 
+def calibration_files(folder) -> list:
+    """The image files under an int8 calibration folder; EngineError when there are none."""
+    from adu_perception.training.data import IMAGE_SUFFIXES
+
+    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise EngineError(f"no images in calibration folder {folder}")
+    return files
+
+
 def load_calibration_images(folder, size: int, limit: int = 512):
     """uint8 NHWC images from a folder, resized/cropped the bundle's way (shorter side, bicubic,
     center crop)."""
     import numpy as np
 
     from adu_perception.runtime.images import resize_center_crop
-    from adu_perception.training.data import IMAGE_SUFFIXES, read_rgb
+    from adu_perception.training.data import read_rgb
 
-    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = calibration_files(folder)
     images = [resize_center_crop(image, size) for image in map(read_rgb, files[:limit])
               if image is not None]
     if not images:
@@ -154,8 +164,8 @@ def build_engine(bundle_dir, precision: str = "fp16", workspace_mib: int = 2048,
     if precision == "int8" and not calib_dir:
         raise EngineError("int8 needs --calib-dir with representative images")
     bundle = _load_bundle(bundle_dir)
-    # read before TensorRT parses the model: a bad folder is named in seconds, not minutes
-    calibration = load_calibration_images(calib_dir, bundle.input_size) if precision == "int8" else None
+    if precision == "int8":  # a wrong folder is named before TensorRT is even needed
+        calibration_files(calib_dir)
     trt, gpu_name, capability = import_tensorrt()
 
     keys = engine_keys(bundle.model_sha256, trt.__version__, gpu_name, capability, precision)
@@ -166,6 +176,8 @@ def build_engine(bundle_dir, precision: str = "fp16", workspace_mib: int = 2048,
         return plan
     for name in stale_engines(bundle.path, plan.name):
         log.warning("other engine in the bundle (another model, TensorRT or GPU): %s", name)
+    # read before TensorRT parses the model (minutes), after a cached engine was not reused
+    calibration = load_calibration_images(calib_dir, bundle.input_size) if precision == "int8" else None
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)

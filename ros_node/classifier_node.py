@@ -26,6 +26,7 @@ import signal
 import sys
 import threading
 import math
+import re
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -467,16 +468,16 @@ class ClassifierNode(Node):
         encoding, another size) is named at once, a repeated one at most every log_throttle_sec."""
         now = time.monotonic()
         if now - self._last_warned.get(problem, -math.inf) >= self._throttle:
-            if len(self._last_warned) > 256:  # bounded: problems quoting changing numbers
-                self._last_warned.clear()
+            if len(self._last_warned) > 256:  # bounded, should names vary without end
+                self._last_warned = {k: t for k, t in self._last_warned.items()
+                                     if now - t < self._throttle}
             self._last_warned[problem] = now
             self.get_logger().warning(text)
 
-    def _boxes(self, detections, width: int, height: int, frame_id: str):
+    def _boxes(self, settings: Settings, detections, width: int, height: int, frame_id: str):
         """The boxes to classify in this frame (image frame_id), and the context margin they get."""
-        settings = self.settings
         if detections is not None:
-            if detections.header.frame_id != frame_id:
+            if detections.header.frame_id and detections.header.frame_id != frame_id:
                 self.get_logger().warning(
                     f"detections in frame '{detections.header.frame_id}' paired by stamp with an image "
                     f"in frame '{frame_id}': the boxes are used in the image's pixels",
@@ -496,15 +497,20 @@ class ClassifierNode(Node):
         try:
             rgb = images.compressed_msg_to_rgb(msg) if self._compressed else images.image_msg_to_rgb(msg)
             height, width = rgb.shape[:2]
-            boxes, margin = self._boxes(detections, width, height, msg.header.frame_id)
+            boxes, margin = self._boxes(settings, detections, width, height, msg.header.frame_id)
         except images.ImageFormatError as error:
             self._count("invalid")
-            self._warn_per_problem(str(error), f"skipping frame from '{msg.header.frame_id}': {error}")
+            # the kind of problem, not its numbers (a corrupt JPEG of each size is one problem)
+            self._warn_per_problem(re.sub(r"\d+", "#", str(error)),
+                                   f"skipping frame from '{msg.header.frame_id}': {error}")
             # a detector's boxes still get one answer each (suppressed), so a consumer waiting
             # on this stamp hears back; the JSON says why
             boxes = vision_io.boxes_from_detections(detections) if detections is not None else []
             self._publish(msg, None, None, boxes, [self._unseen(box, INVALID_FRAME) for box in boxes],
                           received, error=str(error))
+            with self._lock:
+                self._counts["boxes"] += len(boxes)
+                self._counts["boxes_unclassified"] += len(boxes)
             return
         self._frame_size = (width, height)
         reasons = {i: _unseen_reason(box.region, width, height) for i, box in enumerate(boxes)}

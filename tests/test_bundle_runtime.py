@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from adu_perception.runtime.bundle import BundleError, load_bundle, sha256_file
-from adu_perception.runtime.decision import (FORGOTTEN_DOMAIN, LOW_CONFIDENCE, REPORTED, decide,
-                                             describe)
+from adu_perception.runtime.decision import (FORGOTTEN_DOMAIN, INVALID_OUTPUT, LOW_CONFIDENCE, REPORTED,
+                                             decide, describe)
 from adu_perception.runtime.images import preprocess
 from adu_perception.runtime.predictor import (AUTO_GPU_BACKENDS, ORT_PROVIDER, BackendError, Predictor,
                                               find_engine)
@@ -107,6 +107,7 @@ def test_edited_onnx_fails_the_sha256_check(tmp_path, runtime_bundle):
     (lambda m: {"input_size": True}, "input_size must be a positive integer"),
     (lambda m: {"format_version": True}, "format_version True is not supported"),
     (lambda m: {"output_names": "probs"}, "output_names"),
+    (lambda m: {"output_names": ["probs", 1, "domain_probs", "embeddings"]}, "output_names"),
 ])
 def test_manifest_disagreeing_with_the_graph_is_refused(tmp_path, runtime_bundle, change, problem):
     folder = copy_bundle(runtime_bundle, tmp_path / "mismatch")
@@ -182,14 +183,15 @@ def test_graph_problems_are_refused_at_load(tmp_path, runtime_bundle):
         load_bundle(empty)
 
 
-def test_non_finite_outputs_are_never_decided(tmp_path, runtime_bundle):
-    # every comparison of the rule is false for NaN: such an item would come out reported
-    with pytest.raises(BackendError, match="output probs holds NaN or inf for 1 of 1 images"):
-        Predictor(graph_bundle(tmp_path, runtime_bundle, "nan", nan="always"))
+def test_non_finite_outputs_are_suppressed_never_reported(tmp_path, runtime_bundle):
+    # every comparison of the rule is false for NaN: without rule 0 such an item would be reported
+    with pytest.raises(BackendError, match="output probs holds NaN or inf for a black image"):
+        Predictor(graph_bundle(tmp_path, runtime_bundle, "nan", nan="always"))  # refused at load
     predictor = Predictor(graph_bundle(tmp_path, runtime_bundle, "nan_white", nan="white"))
-    assert len(predictor.classify_crops([solid((0, 0, 0)), solid((90, 90, 90))])) == 2
-    with pytest.raises(BackendError, match="holds NaN or inf for 1 of 2 images"):
-        predictor.classify_crops([solid((0, 0, 0)), solid((255, 255, 255))])
+    fine, broken = predictor.classify_crops([solid((0, 0, 0)), solid((255, 255, 255))])
+    assert fine.reason != "invalid_output" and fine.top_k
+    assert (broken.reason, broken.reported, broken.label, broken.top_k) == ("invalid_output", False, None, [])
+    json.dumps([fine.to_dict(), broken.to_dict()], allow_nan=False)  # valid JSON for the node
 
 
 def test_classify_refuses_bad_thresholds_crops_and_regions(runtime_bundle):
@@ -241,6 +243,17 @@ def test_decision_rule_on_hand_made_arrays():
     # Suppressed for a forgotten domain: the most likely *forgotten* domain is reported, even
     # where a memorized domain has the single highest probability (row 1: sketch; row 4: cartoon).
     assert result.domain.tolist()[:5] == [0, 2, 0, 0, 1]
+
+
+def test_rule_zero_suppresses_items_with_non_finite_outputs():
+    probs = np.array([[0.7, 0.2, 0.1], [np.nan, 0.2, 0.1], [0.7, 0.2, 0.1], [0.7, 0.2, 0.1]])
+    domain_probs = np.array([[0.9, 0.05, 0.05], [0.9, 0.05, 0.05], [np.inf, 0, 0], [0.9, 0.05, 0.05]])
+    similarity = np.array([0.9, 0.9, 0.9, np.nan])
+    result = decide(probs, domain_probs, FORGOTTEN, 0.5, 0.5, similarity, 0.5)
+    assert result.reason.tolist() == [REPORTED, INVALID_OUTPUT, INVALID_OUTPUT, INVALID_OUTPUT]
+    assert np.isfinite(result.score).all() and np.isfinite(result.p_forgotten).all()
+    # without the open-set rule on, its score is not an output the rule reads
+    assert decide(probs[3:], domain_probs[3:], FORGOTTEN, 0.5, 0.5, similarity[3:]).reason.tolist() == [REPORTED]
 
 
 def test_rule_one_needs_a_forgotten_domain_and_shapes_are_checked():

@@ -178,7 +178,9 @@ def test_malformed_frames_are_skipped_and_counted_and_the_node_keeps_answering(
     empty.header.frame_id = "empty"
     bad_step = image_msg(random_frame(4), "rgb8", frame_id="bad_step")
     bad_step.step = 10
-    for count, msg in enumerate((bayer, short, empty, bad_step), start=1):
+    shorter = image_msg(random_frame(6), "bgr8", frame_id="shorter")  # the same problem, other numbers
+    shorter.data = bytes(shorter.data)[:-9]
+    for count, msg in enumerate((bayer, short, empty, bad_step, shorter), start=1):
         harness.camera.publish(msg)  # one at a time, so none is dropped as stale
         harness.wait(lambda: harness.node.stats()["invalid"] == count,
                      f"frame {msg.header.frame_id!r} counted invalid")
@@ -186,28 +188,29 @@ def test_malformed_frames_are_skipped_and_counted_and_the_node_keeps_answering(
     assert after["results"]
     # each bad frame is answered with why and no result (no detector: no box to answer for)
     answered = {r["frame_id"]: r for r in harness.results if "error" in r}
-    assert set(answered) == {"bayer", "short", "empty", "bad_step"}
+    assert set(answered) == {"bayer", "short", "empty", "bad_step", "shorter"}
     assert all(r["results"] == [] and r["width"] is None for r in answered.values())
     assert "unsupported encoding 'bayer_rggb8'" in answered["bayer"]["error"]
     # each kind of problem is named in the log at once (the throttle is per problem)
     logged = capfd.readouterr().err
-    assert all(f"skipping frame from '{name}'" in logged for name in answered), logged
+    assert all(f"skipping frame from '{name}'" in logged for name in answered if name != "shorter"), logged
+    assert "skipping frame from 'shorter'" not in logged  # throttled: the same kind as 'short'
 
     def reported():
-        """Diagnostics values once they count the 4 bad frames and both good ones."""
+        """Diagnostics values once they count the 5 bad frames and both good ones."""
         for array in harness.diagnostics:
             for status in array.status:
                 values = {kv.key: kv.value for kv in status.values}
-                if "classifier_node: " in status.name and values.get("frames_invalid") == "4" \
+                if "classifier_node: " in status.name and values.get("frames_invalid") == "5" \
                         and values.get("frames_processed") == "2":
                     return values
         return None
 
-    harness.wait(lambda: reported() is not None, "diagnostics counting 4 invalid, 2 processed")
+    harness.wait(lambda: reported() is not None, "diagnostics counting 5 invalid, 2 processed")
     values = reported()
     assert values["backend"] == harness.node.predictor.backend
     assert status_level(harness, "invalid frames skipped") == WARN
-    assert values["frames_received"] == "6" and values["frames_dropped"] == "0"
+    assert values["frames_received"] == "7" and values["frames_dropped"] == "0"
     assert float(values["latency_p50_ms"]) > 0
     assert {"latency_p95_ms", "latency_p99_ms", "processing_rate_hz"} <= set(values)
 
@@ -405,6 +408,8 @@ def test_bad_boxes_and_bad_frames_still_get_one_answer_per_box(harness_factory, 
     broken.encoding = "32FC1"
     answer = send(broken, [good, ("sign", 40.0, 40.0, 20.0, 20.0)])
     assert {r["reason"] for r in answer.values()} == {"invalid_frame"} and len(answer) == 2
+    harness.wait(lambda: harness.node.stats()["boxes_unclassified"] == len(bad) + 2,
+                 "the bad and the unreadable frame's boxes counted as not classified")
     (message,) = [r for r in harness.results if r["frame_id"] == "broken"]
     assert "unsupported encoding '32fc1'" in message["error"].lower() and message["stamp"]["sec"] == 6
     assert send(image_msg(billboard_and_car(), "rgb8", stamp=(7, 0), frame_id="after"), [good])["car"]["reported"]

@@ -167,6 +167,16 @@ def test_damaged_mcap_recordings(tmp_path, color_bundle):
     assert summary["/camera/image_raw"]["reported"] >= 1
     assert summary["cut.mcap"]["unreadable"] == 1
     assert "recording cut short after" in output and "truncated" in output
+    # wherever the cut falls (inside a header, a record, a string), replay never crashes:
+    # it replays what it can and says where the recording ends, or names the file as unreadable
+    for cut_at in range(0, len(data), 37):
+        cut.write_bytes(data[:cut_at])
+        try:
+            summary, output = run(color_bundle, cut)
+        except ReplayError as error:
+            assert "cannot read MCAP recording" in str(error) or "no sensor_msgs/Image" in str(error)
+        else:
+            assert "recording cut short after" in output or summary.get("cut.mcap") is None
     for name, content, problem in (("empty.mcap", b"", "ends early"),
                                    ("text.mcap", b"not an mcap file at all", "not an MCAP file"),
                                    ("stub.mcap", data[:40], "cannot read MCAP recording")):

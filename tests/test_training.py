@@ -530,6 +530,14 @@ def test_unusable_data_is_named_before_training(tiny_clip, tmp_path):
         (root / domain / "giraffe").mkdir()
     with pytest.raises(DataError, match="class folder.s. giraffe .* hold no images"):
         MultiDomainDataset.scan(root)
+    # with a split file, classes of another split only are left out of this split's dataset
+    split = tmp_path / "split.txt"
+    split.write_text("".join(f"{d}/{c}/{i}.png\t{'downstream' if c != 'bus' else 'pretrain'}\n"
+                             for d in ("photo", "cartoon", "sketch") for c in ("car", "bus", "sign")
+                             for i in range(6)))
+    scanned = MultiDomainDataset.scan(root, str(split))
+    assert scanned.classes == ["car", "sign"]
+    assert {scanned.classes[s.class_index] for s in scanned.samples} == {"car", "sign"}
     with pytest.raises(DataError, match="holds images directly: is .* one level too deep"):
         MultiDomainDataset.scan(root / "photo")
     with pytest.raises(DataError, match="is a file"):

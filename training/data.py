@@ -72,10 +72,14 @@ class MultiDomainDataset:
                             f"the folder holding the domain folders)")
                 raise DataError(f"domain folder {root / domain} has no images{where}{hint}")
         empty = sorted(set(classes) - {classes[s.class_index] for s in samples})
-        if empty:
-            raise DataError(f"class folder(s) {', '.join(empty)} under {root} hold no images"
-                            f"{f' in split {split!r}' if allowed is not None else ''} in any domain: "
-                            f"remove them (a class with no image cannot be learned or scored)")
+        if empty and allowed is None:
+            raise DataError(f"class folder(s) {', '.join(empty)} under {root} hold no images in any "
+                            f"domain: remove them (a class with no image cannot be learned or scored)")
+        if empty:  # classes of another split only: this split's dataset leaves them out
+            log.info("classes %s have no images in split %r: left out", ", ".join(empty), split)
+            kept = [c for c in classes if c not in empty]
+            samples = [Sample(s.path, kept.index(classes[s.class_index]), s.domain_index) for s in samples]
+            classes = kept
         if allowed is not None:
             missing = allowed - {s.path for s in samples}
             if missing:

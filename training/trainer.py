@@ -69,8 +69,10 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def prepare_data(config: TrainConfig, image_size: int) -> PreparedData:
-    dataset = MultiDomainDataset.scan(config.data, config.split_file, config.split)
+def prepare_data(config: TrainConfig, image_size: int,
+                 dataset: Optional[MultiDomainDataset] = None) -> PreparedData:
+    """The run's images decoded (`dataset`: the scan of config.data, if already made)."""
+    dataset = dataset or MultiDomainDataset.scan(config.data, config.split_file, config.split)
     train, calibration, test = few_shot_split(dataset.samples, config.shots, config.seed,
                                               config.calibration_shots)
     _check_every_domain_has(dataset, test, "test images left after the "
@@ -95,13 +97,14 @@ def prepare_data(config: TrainConfig, image_size: int) -> PreparedData:
 
 # Settings that change how a run is computed, not what it computes: a resume may differ in them.
 RESUMABLE_CHANGES = ("device", "workers")
+PATH_SETTINGS = ("data", "split_file", "model_config", "pretrained")
 
 
 def _changed_settings(before: dict, now: dict) -> list:
     """'name: before -> now' for each setting that would make a resumed run another run."""
     def same(key):
-        if key == "data":  # the same folder, however it is written
-            return Path(before.get(key) or "").resolve() == Path(now.get(key) or "").resolve()
+        if key in PATH_SETTINGS and before.get(key) and now.get(key):  # however the path is written
+            return Path(before[key]).resolve() == Path(now[key]).resolve()
         return before.get(key) == now.get(key)
 
     return [f"{key}: {before.get(key)!r} -> {now.get(key)!r}"
@@ -245,14 +248,15 @@ def train(config: TrainConfig, run_dir, data: Optional[PreparedData] = None,
     """
     config.validate()
     device = resolve_device(config.device)
+    dataset = None
     if data is None:  # the data and the domain choice first: a typo is named before minutes of loading
-        resolve_domains(MultiDomainDataset.scan(config.data, config.split_file, config.split),
-                        config.forget, config.memorize)
+        dataset = MultiDomainDataset.scan(config.data, config.split_file, config.split)
+        resolve_domains(dataset, config.forget, config.memorize)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(config.seed)
     clip = clip or load_clip(ClipSpec.from_args(config.clip, config.pretrained, config.model_config))
-    data = data or prepare_data(config, clip.image_size)
+    data = data or prepare_data(config, clip.image_size, dataset)
     forget, memorize = resolve_domains(data.dataset, config.forget, config.memorize)
     forget = forget + data.rendered_domains
     model = build_training_model(config, clip, data).to(device)

@@ -255,7 +255,9 @@ def _read_manifest(manifest_path: Path) -> dict:
     if both:
         raise BundleError(f"{manifest_path}: domains {both} are both memorized and forgotten")
     _check_preprocessing(manifest["preprocessing"], manifest_path)
-    if not isinstance(manifest["output_names"], list) or sorted(manifest["output_names"]) != sorted(OUTPUT_NAMES):
+    output_names = manifest["output_names"]
+    if not isinstance(output_names, list) or sorted(map(str, output_names)) != sorted(OUTPUT_NAMES) \
+            or not all(isinstance(name, str) for name in output_names):
         raise BundleError(f"{manifest_path}: output_names {manifest['output_names']} must be "
                           f"{list(OUTPUT_NAMES)}")
     for key in ("input_size", "embedding_dim"):

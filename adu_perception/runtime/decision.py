@@ -1,6 +1,9 @@
 """The decision rule of docs/bundle.md, in one place for the export stage (choosing
 thresholds), the ROS node and `adu replay`:
 
+0. if any of the item's outputs (probs, domain_probs, or real_similarity while rule 2 is on)
+   is NaN or inf -> suppressed, reason "invalid_output" (every comparison below is false for
+   NaN, so such an item would otherwise be reported; an fp16 overflow, a damaged engine);
 1. p_forgotten = sum(domain_probs[forgotten]); if p_forgotten >= forgotten_domain
    -> suppressed, reason "forgotten_domain" (domain = the most likely forgotten domain);
    else if p_texture >= forgotten_domain (the bundle has a texture head) -> suppressed,
@@ -20,8 +23,9 @@ import numpy as np
 
 # Reason codes (index into REASONS), so arrays of decisions stay numeric. New codes are
 # appended: the values of the old ones never change.
-REPORTED, FORGOTTEN_DOMAIN, LOW_CONFIDENCE, UNFAMILIAR, ILLUSTRATED_TEXTURE = 0, 1, 2, 3, 4
-REASONS = ("reported", "forgotten_domain", "low_confidence", "unfamiliar", "illustrated_texture")
+REPORTED, FORGOTTEN_DOMAIN, LOW_CONFIDENCE, UNFAMILIAR, ILLUSTRATED_TEXTURE, INVALID_OUTPUT = range(6)
+REASONS = ("reported", "forgotten_domain", "low_confidence", "unfamiliar", "illustrated_texture",
+           "invalid_output")
 
 
 class Decisions(NamedTuple):
@@ -53,23 +57,32 @@ def decide(probs, domain_probs, forgotten_mask, confidence: float, forgotten_dom
                          f"({domain_probs.shape[1]},) like domain_probs' columns")
     similarity = _per_item(real_similarity, "real_similarity", len(probs))
     texture = _per_item(p_texture, "p_texture", len(probs))
+    open_set = real_similarity is not None and min_real_similarity is not None
+    invalid = ~(np.isfinite(probs).all(axis=1) & np.isfinite(domain_probs).all(axis=1)
+                & (np.isfinite(similarity) if open_set else True))
+    probs, domain_probs = _zero_rows(probs, invalid), _zero_rows(domain_probs, invalid)
     p_forgotten = domain_probs[:, mask].sum(axis=1)
     # With no forgotten domain the domain score can never fire (even at threshold 0).
-    forgotten = (p_forgotten >= forgotten_domain) & mask.any()
-    textured = ~forgotten & (texture >= forgotten_domain)  # NaN (no texture head) never fires
+    forgotten = ~invalid & (p_forgotten >= forgotten_domain) & mask.any()
+    textured = ~invalid & ~forgotten & (texture >= forgotten_domain)  # NaN (no texture head) never fires
     unfamiliar = np.zeros(len(probs), bool)
-    if real_similarity is not None and min_real_similarity is not None:
-        unfamiliar = ~forgotten & ~textured & (similarity < min_real_similarity)
+    if open_set:
+        unfamiliar = ~invalid & ~forgotten & ~textured & (similarity < min_real_similarity)
     score = probs.max(axis=1)
-    low = ~forgotten & ~textured & ~unfamiliar & (score < confidence)
-    reason = np.select([forgotten, textured, unfamiliar, low],
-                       [FORGOTTEN_DOMAIN, ILLUSTRATED_TEXTURE, UNFAMILIAR, LOW_CONFIDENCE],
+    low = ~invalid & ~forgotten & ~textured & ~unfamiliar & (score < confidence)
+    reason = np.select([invalid, forgotten, textured, unfamiliar, low],
+                       [INVALID_OUTPUT, FORGOTTEN_DOMAIN, ILLUSTRATED_TEXTURE, UNFAMILIAR, LOW_CONFIDENCE],
                        REPORTED).astype(np.int8)
     best_forgotten = np.where(mask, domain_probs, -np.inf).argmax(axis=1)
     domain = np.where(forgotten, best_forgotten, domain_probs.argmax(axis=1))
     return Decisions(reported=reason == REPORTED, reason=reason, label=probs.argmax(axis=1),
                      score=score, domain=domain, p_forgotten=p_forgotten,
                      real_similarity=similarity, p_texture=texture)
+
+
+def _zero_rows(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """`values` with the given rows zeroed (their non-finite numbers reach no JSON, no max)."""
+    return np.where(rows[:, None], 0.0, values) if rows.any() else values
 
 
 def _per_item(values, name: str, n: int) -> np.ndarray:
@@ -109,8 +122,9 @@ class Decision:
 def describe(probs, domain_probs, decisions: Decisions, class_names: Sequence[str],
              domain_names: Sequence[str], top_k: int = 3, regions=None) -> List[Decision]:
     """Per-item Decision objects (with top-k classes) from the arrays `decide` returned."""
-    probs = np.asarray(probs)
-    domain_probs = np.asarray(domain_probs)
+    invalid = decisions.reason == INVALID_OUTPUT
+    probs = _zero_rows(np.asarray(probs, dtype=np.float64), invalid)
+    domain_probs = _zero_rows(np.asarray(domain_probs, dtype=np.float64), invalid)
     k = max(1, min(int(top_k), probs.shape[1]))
     order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
     items = []
@@ -128,7 +142,7 @@ def describe(probs, domain_probs, decisions: Decisions, class_names: Sequence[st
                              else round(float(decisions.real_similarity[i]), 6)),
             p_texture=(None if np.isnan(decisions.p_texture[i])
                        else round(float(decisions.p_texture[i]), 6)),
-            top_k=[{"label": class_names[c], "score": round(float(probs[i, c]), 6)}
-                   for c in order[i]],
+            top_k=[] if invalid[i] else [{"label": class_names[c], "score": round(float(probs[i, c]), 6)}
+                                         for c in order[i]],
             region=[int(v) for v in regions[i]] if regions is not None else None))
     return items

@@ -58,8 +58,7 @@ class Predictor:
             raise BackendError(f"unknown engine precision {precision!r}; choose one of "
                                f"{', '.join(ENGINE_PRECISIONS)}")
         self.requested = backend
-        run, self.backend, self.detail = self._open(backend, threads, precision)
-        self._run = _finite_outputs(run, self.bundle)
+        self._run, self.backend, self.detail = self._open(backend, threads, precision)
         log.info("inference backend: %s (%s)", self.backend, self.detail)
         self._check_output_widths()
 
@@ -151,9 +150,16 @@ class Predictor:
         return _open_onnxruntime(self.bundle, "onnxruntime-cpu", threads)
 
     def _check_output_widths(self) -> None:
-        """One warm-up run; also catches output widths the graph left symbolic."""
+        """One warm-up run; also catches output widths the graph left symbolic, outputs that
+        are not float, and a model that gives NaN or inf for a plain black image."""
         size = self.bundle.input_size
         outputs = self._run(np.zeros((1, size, size, 3), np.uint8))
+        for name, values in outputs.items():
+            if not np.issubdtype(np.asarray(values).dtype, np.floating):
+                raise BundleError(f"{self.bundle.model_path}: output {name} is {values.dtype}, not float")
+            if not np.isfinite(values).all():
+                raise BackendError(f"{self.bundle.model_path}: output {name} holds NaN or inf for a "
+                                   f"black image on {self.backend} (numerical overflow or a damaged graph)")
         expected = {"probs": len(self.bundle.class_names), "logits": len(self.bundle.class_names),
                     "domain_probs": len(self.bundle.domain_names),
                     "embeddings": self.bundle.embedding_dim}
@@ -171,26 +177,6 @@ def check_threshold(name: str, value, low: float = 0.0) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) \
             or not low <= value <= 1.0:  # NaN fails the range test too
         raise ValueError(f"{name} threshold must be a number in [{low:g}, 1], got {value!r}")
-
-
-def _finite_outputs(run: Callable, bundle: Bundle) -> Callable:
-    """`run`, refusing outputs that hold NaN or inf: every comparison of the decision rule is
-    false for NaN, so such an item would be reported (an fp16 overflow in an engine, a
-    damaged graph). The warm-up run meets it first, so a graph that always does it never loads."""
-    def checked(images: np.ndarray) -> Dict[str, np.ndarray]:
-        outputs = run(images)
-        for name, values in outputs.items():
-            values = np.asarray(values)
-            if not np.issubdtype(values.dtype, np.floating):
-                raise BundleError(f"{bundle.model_path}: output {name} is {values.dtype}, not float")
-            if not np.isfinite(values).all():
-                bad = int((~np.isfinite(values.reshape(len(values), -1))).any(axis=1).sum())
-                raise BackendError(f"{bundle.model_path}: output {name} holds NaN or inf for {bad} of "
-                                   f"{len(values)} images (numerical overflow in the backend or a "
-                                   f"damaged graph); nothing was decided for them")
-        return outputs
-
-    return checked
 
 
 def _open_onnxruntime(bundle: Bundle, backend: str, threads: int) -> Tuple[Callable, str, str]:

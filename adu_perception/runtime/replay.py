@@ -97,24 +97,32 @@ def _video_frames(path: Path) -> Iterator[Frame]:
                     path, index, expected)
 
 
-# What each of the mcap package's read errors means for a recording.
+# What each of the mcap package's read errors means for a recording; any other error while
+# reading (struct.error, UnicodeDecodeError, ... at a cut inside a record) is a damaged record.
 MCAP_PROBLEMS = {"InvalidMagic": "not an MCAP file (it does not start with MCAP's magic bytes)",
-                 "EndOfFile": "the file ends early (truncated, or still being written?)",
-                 "RecordLengthLimitExceeded": "a damaged record (truncated or corrupt file?)"}
+                 "EndOfFile": "the file ends early (truncated, or still being written?)"}
+DAMAGED_RECORD = "a damaged record (truncated or corrupt file?)"
+
+
+def _mcap_read_errors():
+    """The exception types a damaged or cut recording raises while the mcap package reads it."""
+    import struct
+
+    from mcap.exceptions import McapError
+
+    return McapError, struct.error, UnicodeDecodeError, EOFError, OSError
 
 
 def _mcap_frames(path: Path, topics: Optional[Sequence[str]]) -> Iterator[Frame]:
     """The recording's image messages; a read error after some of them ends it with one
     unreadable frame that says why (those read are kept), before any is a ReplayError."""
-    from mcap.exceptions import McapError
-
     read = 0
     try:
         for frame in _mcap_messages(path, topics):
             read += 1
             yield frame
-    except McapError as error:
-        problem = MCAP_PROBLEMS.get(type(error).__name__, f"{type(error).__name__}: {error}")
+    except _mcap_read_errors() as error:
+        problem = MCAP_PROBLEMS.get(type(error).__name__, DAMAGED_RECORD)
         if not read:
             raise ReplayError(f"cannot read MCAP recording {path}: {problem}") from None
         yield Frame(path.name, "end of recording", None,
@@ -122,19 +130,19 @@ def _mcap_frames(path: Path, topics: Optional[Sequence[str]]) -> Iterator[Frame]
 
 
 def _mcap_messages(path: Path, topics: Optional[Sequence[str]]) -> Iterator[Frame]:
-    from mcap.exceptions import InvalidMagic, McapError
+    from mcap.exceptions import InvalidMagic
     from mcap.reader import NonSeekingReader, make_reader
     from mcap_ros2.decoder import DecoderFactory
 
     with open(path, "rb") as file:
-        reader = make_reader(file, decoder_factories=[DecoderFactory()])
         try:
+            reader = make_reader(file, decoder_factories=[DecoderFactory()])
             summary = reader.get_summary()
         except InvalidMagic:
             raise
-        except McapError as error:  # no readable end (a recording cut short): read from the start
+        except _mcap_read_errors() as error:  # no readable end (a recording cut short)
             log.warning("%s has no readable summary (%s): reading it front to back", path,
-                        MCAP_PROBLEMS.get(type(error).__name__, error))
+                        MCAP_PROBLEMS.get(type(error).__name__, DAMAGED_RECORD))
             file.seek(0)
             reader, summary = NonSeekingReader(file, decoder_factories=[DecoderFactory()]), None
         if summary is not None:
