@@ -64,15 +64,24 @@ def csv_list(value) -> list:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
 
 
-def positive_int(text) -> int:
-    """argparse type: an integer >= 1 (counts, sizes and limits that 0 or less would empty)."""
+def _int_at_least(text, minimum: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not an integer >= 1")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{value} is not an integer >= {minimum}")
     return value
+
+
+def positive_int(text) -> int:
+    """argparse type: an integer >= 1 (counts, sizes and limits that 0 or less would empty)."""
+    return _int_at_least(text, 1)
+
+
+def non_negative_int(text) -> int:
+    """argparse type: an integer >= 0 (seeds, and counts where 0 means none)."""
+    return _int_at_least(text, 0)
 
 
 def main(argv=None) -> int:

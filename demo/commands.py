@@ -1,7 +1,7 @@
 """CLI for `adu demo` (light module: the heavy imports happen when the command runs)."""
 from pathlib import Path
 
-from adu_perception.cli import CommandError, csv_list
+from adu_perception.cli import CommandError, csv_list, non_negative_int, positive_int
 from adu_perception.training.config import RENDERED_MODES  # dataclasses only, no torch
 
 from .pipeline import DemoOptions  # stdlib only at import time
@@ -53,7 +53,7 @@ def register(subparsers) -> None:
         "With --data and a real CLIP the same steps run on your dataset (the drive is skipped).")
     demo.add_argument("--out", default=str(defaults.out),
                       help="output folder, replaced on a rerun (default: %(default)s)")
-    demo.add_argument("--seed", type=int, default=defaults.seed, help="seed for everything (default: %(default)s)")
+    demo.add_argument("--seed", type=non_negative_int, default=defaults.seed, help="seed for everything (default: %(default)s)")
     demo.add_argument("--force", action="store_true", help="replace --out even if another command wrote it")
     group = demo.add_argument_group("frozen CLIP (default: the tiny one shipped with the package)")
     group.add_argument("--pretrain-clip", action="store_true",
@@ -70,13 +70,13 @@ def register(subparsers) -> None:
                        "cartoon,sketch,billboard; required with --data)")
     group.add_argument("--memorize", help="comma-separated domains to keep (default: all others)")
     group = demo.add_argument_group("sizes")
-    group.add_argument("--pretrain-images", type=int,
+    group.add_argument("--pretrain-images", type=positive_int,
                        help="generated images per (class, domain) to pretrain the tiny "
                        f"CLIP (default: {defaults.pretrain_images})")
-    group.add_argument("--downstream-images", type=int, default=defaults.downstream_images,
+    group.add_argument("--downstream-images", type=positive_int, default=defaults.downstream_images,
                        help="generated images per (class, domain) for unlearning: shots for "
                        "training, the rest for testing (default: %(default)s)")
-    group.add_argument("--pretrain-epochs", type=int,
+    group.add_argument("--pretrain-epochs", type=positive_int,
                        help=f"tiny CLIP pretraining epochs (default: {defaults.pretrain_epochs})")
     group.add_argument("--pretrain-unmasked", type=float,
                        help="share of the last tiny CLIP pretraining steps that see every "
@@ -91,12 +91,12 @@ def register(subparsers) -> None:
                        "as media of their own (world photos re-drawn, captions naming the medium; "
                        "pretrain images / 4 per class and family); the unseen-style mean leaves them "
                        "out (default: none)")
-    group.add_argument("--shots", type=int, default=defaults.shots,
+    group.add_argument("--shots", type=positive_int, default=defaults.shots,
                        help="training images per (class, domain) (default: %(default)s)")
-    group.add_argument("--calibration-shots", type=int, default=defaults.calibration_shots,
+    group.add_argument("--calibration-shots", type=non_negative_int, default=defaults.calibration_shots,
                        help="images per (class, domain) held out to choose the bundle's decision "
                        "thresholds (default: %(default)s)")
-    group.add_argument("--epochs", type=int, default=defaults.epochs, help="prompt-training epochs (default: %(default)s)")
+    group.add_argument("--epochs", type=non_negative_int, default=defaults.epochs, help="prompt-training epochs (default: %(default)s)")
     group.add_argument("--domain-lr", type=float, default=defaults.domain_lr,
                        help="opt-in: a separate learning rate for the domain classifier "
                        "(default: one SGD group at the paper's 0.0025, as the authors)")
@@ -113,9 +113,9 @@ def register(subparsers) -> None:
     group.add_argument("--methods", default=",".join(defaults.methods),
                        help="methods to train and compare; the last of them, or adu, is exported "
                        "(default: %(default)s)")
-    group.add_argument("--drive-frames", type=int, default=defaults.drive_frames,
+    group.add_argument("--drive-frames", type=non_negative_int, default=defaults.drive_frames,
                        help="generated drive frames sent through the node; 0 skips the drive (default: %(default)s)")
-    group.add_argument("--unseen-style-images", type=int, default=defaults.unseen_style_images,
+    group.add_argument("--unseen-style-images", type=non_negative_int, default=defaults.unseen_style_images,
                        help="fresh photos per class re-drawn in each `adu stylize` family (styles the "
                        "demo never trains on) and scored with the bundle; 0 skips (default: %(default)s)")
     group.add_argument("--context-margin", type=float, default=defaults.context_margin,

@@ -114,6 +114,10 @@ def run_demo(options: DemoOptions, echo=print) -> Dict:
             raise ValueError(f"--pretrain-families: {error}") from None
     if not generated and not Path(options.data).is_dir():
         raise FileNotFoundError(f"dataset folder not found: {options.data}")
+    if options.model_config:  # the CLIP's files before minutes of world generation
+        from adu_perception.training.clip_loader import ClipSpec
+
+        ClipSpec.from_args(options.clip, options.pretrained, options.model_config)
     prepare_out_dir(out, options.force)
     timings, started = {}, time.monotonic()
 

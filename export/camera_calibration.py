@@ -11,6 +11,7 @@ what an illustration looks like.
 
 Torch-free (the runtime predictor and numpy), so it runs on the vehicle's own computer.
 """
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -21,6 +22,9 @@ from adu_perception.runtime.predictor import Predictor
 from adu_perception.runtime.replay import frame_crops, iter_frames
 
 from .thresholds import relax_for_real_items
+
+
+ROS_NAME_TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # rcl's rule for a namespace token
 
 
 class CalibrationError(ValueError):
@@ -86,8 +90,10 @@ def parameters_yaml(result: dict, namespace: str = "", source: str = "") -> str:
     """A ROS 2 parameter file for the node of `namespace` (all namespaces when empty), to
     pass after the package's config (launch argument `params_file`)."""
     namespace = namespace.strip("/")
-    if any(c.isspace() or c in ":#" for c in namespace):
-        raise CalibrationError(f"namespace {namespace!r} is not a ROS namespace")
+    if namespace and not all(ROS_NAME_TOKEN.fullmatch(token) or token in ("*", "**")
+                             for token in namespace.split("/")):
+        raise CalibrationError(f"namespace {namespace!r} is not a ROS namespace (tokens of letters, "
+                               f"digits and '_', not starting with a digit, separated by '/')")
     node = f"/{namespace}/classifier_node" if namespace else "/**/classifier_node"
     lines = [f"# Written by `adu calibrate` for bundle {result['bundle']}",
              f"# from {result['n_crops']} real crops of {source or 'this camera'}: each rule keeps at "

@@ -12,6 +12,8 @@ image_transport convention), its `detections` input to detections_topic. Its out
 under <namespace>/classifier_node/. One launch per camera: include this file once per
 camera with its own namespace (README: two cameras).
 """
+import os
+
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
@@ -48,6 +50,9 @@ def _classifier_node(context):
     arg = {name: LaunchConfiguration(name) for name, _, _ in ARGUMENTS}
     config = PathJoinSubstitution([FindPackageShare("adu_perception"), "config", "classifier.yaml"])
     camera_file = arg["params_file"].perform(context)
+    if camera_file and not os.path.isfile(camera_file):
+        # launch_ros would only warn and start the node without the camera's thresholds
+        raise RuntimeError(f"params_file {camera_file!r} is not a file")
     return [
         Node(
             package="adu_perception",

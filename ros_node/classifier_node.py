@@ -677,7 +677,12 @@ def main(args=None) -> int:
     # a message conversion, say), turning a clean stop into a traceback: record it instead.
     interrupted = []
     signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
-    rclpy.init(args=args)
+    try:
+        rclpy.init(args=args)
+    except Exception as error:  # rcl cannot parse the arguments, e.g. a malformed --params-file
+        detail = " ".join(str(error).split())
+        print(f"[FATAL] [{NODE_NAME}]: cannot start: {detail}", file=sys.stderr)
+        return 1
     if interrupted:  # before rclpy's handlers were in place
         rclpy.try_shutdown()
         return 0

@@ -38,6 +38,8 @@ def calibrate_command(args) -> int:
     if args.out and Path(args.out).is_dir():
         raise CommandError(f"--out {args.out} is a folder: give a file name, e.g. "
                            f"{Path(args.out) / 'camera.yaml'}")
+    if args.out and not Path(args.out).parent.is_dir():  # before the calibration's minutes
+        raise CommandError(f"--out {args.out}: folder {Path(args.out).parent} not found")
     try:
         result = calibrate_camera(args.bundle, args.input, keep=args.keep, backend=args.backend,
                                   regions=parse_regions(args.regions), grid=parse_grid(args.grid),

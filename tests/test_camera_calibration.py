@@ -105,8 +105,12 @@ def test_calibrated_thresholds_keep_the_share_where_the_node_applies_them(color_
     assert parameters == {"/front/classifier_node": {"ros__parameters": {
         "forgotten_domain_threshold": result["forgotten_domain"]}}}
     assert list(yaml.safe_load(parameters_yaml(result))) == ["/**/classifier_node"]
-    with pytest.raises(CalibrationError, match="namespace"):
-        parameters_yaml(result, "front camera")
+    # rcl's rule (tokens of letters, digits, '_', not starting with a digit): a file the node
+    # could not parse at start is never written
+    for bad in ("front camera", "front-left", "1cam", "front.cam", "front//left", "a:b"):
+        with pytest.raises(CalibrationError, match="not a ROS namespace"):
+            parameters_yaml(result, bad)
+    assert list(yaml.safe_load(parameters_yaml(result, "/car_1/front/"))) == ["/car_1/front/classifier_node"]
 
 
 def test_crops_are_cut_as_the_node_cuts_them(color_bundle, camera_crops):
@@ -135,6 +139,7 @@ def test_calibrate_command_writes_the_parameter_file(color_bundle, camera_crops,
     (["--input", "{empty}"], "no images"),
     (["--input", "{crops}", "--keep", "1.5"], "keep 1.5"),
     (["--input", "{crops}", "--out", "{empty}"], "is a folder: give a file name"),
+    (["--input", "{crops}", "--out", "{missing}/front.yaml"], "not found"),
 ])
 def test_calibrate_command_refuses_bad_input_with_a_clear_message(
         color_bundle, camera_crops, tmp_path, capsys, arguments, message):

@@ -457,6 +457,13 @@ def test_start_up_refusals_are_one_clear_line(ros, tmp_path, color_bundle):
         assert "cannot start" in run.stderr and message in run.stderr
         assert "Traceback" not in run.stderr
         assert len([line for line in run.stderr.splitlines() if "cannot start" in line]) == 1
+    # a parameter file rcl cannot parse (one line too, before the node exists)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("/**:\n  ros__parameters:\n    confidence_threshold: [0.5\n")
+    run = subprocess.run([sys.executable, "-m", "adu_perception.ros_node.classifier_node", "--ros-args",
+                          "-p", f"bundle:={color_bundle}", "--params-file", str(broken)],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1 and "cannot start" in run.stderr and "Traceback" not in run.stderr, run.stderr
 
 
 def test_node_and_runtime_import_no_torch_nor_export_or_training(runtime_bundle):

@@ -202,6 +202,14 @@ def test_pretraining_options_without_pretrain_clip_are_refused_before_any_work(t
     args = parser.parse_args(["demo", "--out", str(out), "--pretrain-families", "painterly"])
     with pytest.raises(CommandError, match=r"\(--pretrain-families\) apply only with --pretrain-clip"):
         commands.demo_command(args)
+    # counts and seeds out of range are argparse errors, before anything runs
+    for argv in (["--seed", "-1"], ["--downstream-images", "0"], ["--shots", "0"],
+                 ["--calibration-shots", "-1"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["demo", "--out", str(out), *argv])
+    with pytest.raises(FileNotFoundError, match="model config not found"):  # before the world
+        run_demo(DemoOptions(out=out, data=str(tmp_path), clip="x", model_config=str(tmp_path / "no.json"),
+                             forget=["cartoon"]), echo=lambda _: None)
     with pytest.raises(ValueError, match="cannot be combined with --clip"):
         run_demo(DemoOptions(out=out, pretrain_clip=True, clip="ViT-B-16"), echo=lambda _: None)
     with pytest.raises(ValueError, match=r"--pretrain-families: unknown illustration family\(ies\) oil_on_canvas; choose from halftone_print"):

@@ -313,3 +313,19 @@ def test_params_file_argument_applies_a_cameras_own_parameters_after_the_package
         rclpy.try_shutdown(context=context)
         code, output = stop_launch(launched, log)
     assert code == 0, output
+
+
+def test_a_params_file_that_is_not_there_stops_the_launch(colcon_install, color_bundle, tmp_path):
+    """launch_ros would only warn and start the node without the camera's thresholds."""
+    pytest.importorskip("launch_ros", reason="launch_ros is not installed: run `make install` "
+                        "with ../shared/vendor beside the repository")
+    launched, log = start_launch(colcon_install, tmp_path, "classifier.launch.py", color_bundle,
+                                 {"params_file": str(tmp_path / "front.yaml")})
+    try:
+        code = launched.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        launched.kill()
+        pytest.fail(f"launch kept running without its params_file:\n{read_log(log)}")
+    output = read_log(log)
+    assert code != 0 and "front.yaml' is not a file" in output, output
+    assert "process started" not in output  # no node ran on the package defaults alone

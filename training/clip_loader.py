@@ -61,9 +61,9 @@ def load_clip(spec: ClipSpec) -> FrozenClip:
     if pretrained and Path(pretrained).suffix in {".pt", ".pth", ".bin", ".safetensors"} \
             and not Path(pretrained).is_file():
         raise FileNotFoundError(f"CLIP checkpoint not found: {pretrained}")
-    if spec.model_config is not None and not pretrained:
-        log.warning("no checkpoint for model config %s: its weights are random (a test set-up, not "
-                    "a CLIP; pass --checkpoint)", spec.name)
+    if not pretrained:
+        log.warning("no pretrained weights for %s: its weights are random (a test set-up, not a CLIP; "
+                    "pass --pretrained TAG or --checkpoint FILE)", spec.name)
     try:
         model = open_clip.create_model(spec.name, pretrained=pretrained)
     except Exception as error:  # torch, pickle and open_clip raise many types for a bad file
