@@ -17,6 +17,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from .decision import is_threshold
 from .open_set import SCORES, OpenSet
 from .texture import SCORES as TEXTURE_SCORES, TextureHead
 
@@ -185,8 +186,7 @@ def _open_set(folder: Path, manifest_path: Path, manifest: dict) -> dict:
     k, n_bank = section["k"], section["n_bank"]
     _check_count(k, f"{where}.k")
     _check_count(n_bank, f"{where}.n_bank")
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
-            or not -1.0 <= threshold <= 1.0:
+    if not is_threshold(threshold, low=-1.0):
         raise BundleError(f"{manifest_path}: thresholds.min_real_similarity must be a number in "
                           f"[-1, 1] when open_set is given, got {threshold!r}")
     bank_path = _side_file(folder, section["bank_file"], f"{where}.bank_file", "memory bank")
@@ -237,7 +237,7 @@ def _read_manifest(manifest_path: Path) -> dict:
         raise BundleError(f"{manifest_path}: thresholds lack {', '.join(missing)}")
     for key in REQUIRED_THRESHOLDS:
         value = thresholds[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        if not is_threshold(value):
             raise BundleError(f"{manifest_path}: thresholds.{key} must be a number in [0, 1], "
                               f"got {value!r}")
     for key in ("class_names", "domain_names", "memorized_domains", "forgotten_domains"):

@@ -28,6 +28,12 @@ REASONS = ("reported", "forgotten_domain", "low_confidence", "unfamiliar", "illu
            "invalid_output")
 
 
+def is_threshold(value, low: float = 0.0) -> bool:
+    """Can `value` be a threshold of the rule: a real number (not a bool) in [low, 1]? NaN is not."""
+    return (not isinstance(value, bool) and isinstance(value, (int, float, np.floating))
+            and low <= value <= 1.0)
+
+
 class Decisions(NamedTuple):
     """Vectorised decisions for N items (all arrays of length N)."""
     reported: np.ndarray     # bool

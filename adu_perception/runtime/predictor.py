@@ -26,7 +26,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from .bundle import Bundle, BundleError, load_bundle
-from .decision import Decision, decide, describe
+from .decision import Decision, decide, describe, is_threshold
 from .engines import EngineError, check_engine, engine_filename, engine_keys
 from .images import preprocess
 
@@ -172,10 +172,7 @@ class Predictor:
 
 def check_threshold(name: str, value, low: float = 0.0) -> None:
     """A threshold given in place of the bundle's: None, or a number in [low, 1] (ValueError)."""
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) \
-            or not low <= value <= 1.0:  # NaN fails the range test too
+    if value is not None and not is_threshold(value, low):
         raise ValueError(f"{name} threshold must be a number in [{low:g}, 1], got {value!r}")
 
 
